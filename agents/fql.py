@@ -1,0 +1,109 @@
+"""Flow Q-Learning with action chunking (FQL, arXiv 2502.02538; ALGORITHMS.md section 6).
+
+A BC flow models the data; a one-step policy mu(s, z) maximises the critic while it is distilled
+toward the flow's ODE solution from the same noise z. Acting and critic next-actions use mu.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
+from utils.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
+from utils.flow import euler_ode_sample, flow_matching_loss
+from utils.networks import Value, VectorField
+
+
+class FQLAgent(Agent):
+    PRETRAINED_FLOW_MODULES = ('flow',)
+
+    def critic_loss(self, batch, grad_params, rng):
+        next_actions = self.sample_actions(batch['next_observations'], rng)
+        next_qs = self.network.select('target_critic')(batch['next_observations'], next_actions)
+        next_value = pessimistic_ensemble_value(next_qs, self.config['rho'])
+        targets = chunk_td_target(batch, next_value, self.config['discount'], self.config['horizon_length'])
+        qs = self.network.select('critic')(batch['observations'], batch['actions'], params=grad_params)
+        loss = ensemble_regression_loss(qs, targets, batch['valid'])
+        return loss, critic_info(qs, targets, loss)
+
+    def actor_loss(self, batch, grad_params, rng):
+        observations, actions = batch['observations'], batch['actions']
+        bc_rng, noise_rng = jax.random.split(rng)
+
+        flow = lambda x, t, params=None: self.network.select('flow')(observations, x, t, params=params)  # noqa: E731
+        bc_loss = flow_matching_loss(lambda x, t: flow(x, t, grad_params), actions, bc_rng, batch['valid'])
+
+        # Distillation toward the BC flow's ODE solution from the same noise (flow held fixed).
+        noises = jax.random.normal(noise_rng, actions.shape)
+        flow_actions = euler_ode_sample(flow, noises, self.config['flow_steps'])
+        one_step_actions = self.network.select('one_step_actor')(observations, noises, params=grad_params)
+        distill_loss = jnp.mean(jnp.square(one_step_actions - flow_actions))
+
+        # Q maximisation through the (fixed) critic ensemble's mean.
+        qs = self.network.select('critic')(observations, jnp.clip(one_step_actions, -1, 1))
+        q_loss = -qs.mean()
+
+        loss = bc_loss + self.config['alpha'] * distill_loss + q_loss
+        info = {'actor_loss': loss, 'bc_flow_loss': bc_loss, 'distill_loss': distill_loss, 'q_loss': q_loss}
+        return loss, info
+
+    def total_loss(self, batch, grad_params, rng):
+        critic_rng, actor_rng = jax.random.split(rng)
+        critic_loss, critic_metrics = self.critic_loss(batch, grad_params, critic_rng)
+        actor_loss, actor_metrics = self.actor_loss(batch, grad_params, actor_rng)
+        return critic_loss + actor_loss, {**prefixed('critic', critic_metrics), **prefixed('actor', actor_metrics)}
+
+    @jax.jit
+    def update(self, batch):
+        new_rng, rng = jax.random.split(self.rng)
+        network, info = self.network.apply_loss_fn(
+            lambda params: self.total_loss(batch, params, rng), tau=self.config['tau']
+        )
+        return self.replace(network=network, rng=new_rng), info
+
+    @jax.jit
+    def sample_actions(self, observations, rng):
+        noises = jax.random.normal(rng, (*observations.shape[:-1], self.config['chunk_dim']))
+        return jnp.clip(self.network.select('one_step_actor')(observations, noises), -1, 1)
+
+    @classmethod
+    def create(cls, seed, example_batch, config):
+        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
+        observations, actions = example_batch['observations'], example_batch['actions']
+        config = freeze_config(config, chunk_dim=chunk_dim_of(example_batch))
+        times = actions[..., :1]
+        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'])
+        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'])
+        one_step_actor = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'])
+        network = build_network(
+            init_rng,
+            {
+                'critic': (critic, (observations, actions)),
+                'flow': (flow, (observations, actions, times)),
+                'one_step_actor': (one_step_actor, (observations, actions)),
+            },
+            config,
+            target_modules=('critic',),
+        )
+        return cls(rng=rng, network=network, config=config)
+
+
+def get_config():
+    return ml_collections.ConfigDict(
+        dict(
+            agent_name='fql',
+            lr=3e-4,  # Adam learning rate, one optimiser over all modules.
+            batch_size=256,
+            actor_hidden_dims=(512, 512, 512, 512),  # BC flow and one-step policy.
+            value_hidden_dims=(512, 512, 512, 512),
+            actor_layer_norm=False,
+            value_layer_norm=True,
+            num_qs=10,  # Critic ensemble size N_q.
+            rho=0.5,  # Pessimism of the target: mean - rho * std over the ensemble.
+            discount=0.99,
+            tau=0.005,  # Polyak rate of the target critic.
+            horizon_length=ml_collections.config_dict.placeholder(int),  # Chunk length H (None: per domain).
+            flow_steps=10,  # Euler steps K of the BC flow's ODE.
+            alpha=10.0,  # Distillation weight (per domain, ALGORITHMS.md section 8).
+        )
+    )

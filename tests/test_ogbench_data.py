@@ -1,0 +1,295 @@
+"""Tests for utils/ogbench_data.py and experiments/generate_dataset.py (tiny generated datasets, no network)."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from experiments.generate_dataset import generate, parse_dataset_name
+from utils import ogbench_data as od
+
+ENV_NAME = 'cube-single-play-singletask-task1-v0'
+DATASET_NAME = 'cube-single-play-v0'
+NUM_TRAIN, NUM_VAL, EP_STEPS = 3, 1, 40
+
+
+def _gen(dataset_dir, seed=0):
+    return generate(
+        DATASET_NAME,
+        num_episodes=NUM_TRAIN,
+        num_val_episodes=NUM_VAL,
+        max_episode_steps=EP_STEPS,
+        dataset_dir=str(dataset_dir),
+        seed=seed,
+        progress=False,
+        verbose=False,
+    )
+
+
+@pytest.fixture(scope='module')
+def gen_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp('ogbench_data')
+    _gen(d)
+    return d
+
+
+@pytest.fixture(scope='module')
+def loaded(gen_dir):
+    return od.make_env_and_datasets(ENV_NAME, dataset_dir=str(gen_dir), download=False)
+
+
+def _copy_dataset(src_dir, dst_dir):
+    os.makedirs(dst_dir, exist_ok=True)
+    for suffix in ('', '-val'):
+        shutil.copy(os.path.join(src_dir, f'{DATASET_NAME}{suffix}.npz'), dst_dir)
+
+
+def _raw(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Generation.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_generated_files_have_ogbench_format(gen_dir):
+    train = _raw(os.path.join(gen_dir, f'{DATASET_NAME}.npz'))
+    val = _raw(os.path.join(gen_dir, f'{DATASET_NAME}-val.npz'))
+    assert set(train) == {'observations', 'actions', 'terminals', 'qpos', 'qvel'}
+    assert len(train['terminals']) == NUM_TRAIN * EP_STEPS and len(val['terminals']) == NUM_VAL * EP_STEPS
+    assert train['terminals'].dtype == np.bool_
+    assert train['observations'].dtype == train['actions'].dtype == train['qpos'].dtype == np.float32
+    assert np.flatnonzero(train['terminals']).tolist() == [EP_STEPS * (i + 1) - 1 for i in range(NUM_TRAIN)]
+    assert np.abs(train['actions']).max() <= 1.0
+    # No temp files left behind.
+    assert sorted(os.listdir(gen_dir)) == [f'{DATASET_NAME}-val.npz', f'{DATASET_NAME}.npz']
+
+
+def test_generation_is_deterministic(gen_dir, tmp_path):
+    _gen(tmp_path / 'again', seed=0)
+    for suffix in ('', '-val'):
+        a = _raw(os.path.join(gen_dir, f'{DATASET_NAME}{suffix}.npz'))
+        b = _raw(os.path.join(tmp_path / 'again', f'{DATASET_NAME}{suffix}.npz'))
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_generation_depends_on_seed(gen_dir, tmp_path):
+    _gen(tmp_path, seed=1)
+    a = _raw(os.path.join(gen_dir, f'{DATASET_NAME}.npz'))['observations']
+    b = _raw(os.path.join(tmp_path, f'{DATASET_NAME}.npz'))['observations']
+    assert not np.array_equal(a, b)
+
+
+def test_parse_dataset_name():
+    assert parse_dataset_name('cube-double-play-v0') == ('cube-double', 'play', 'v0', 'cube-double-play-v0')
+    assert parse_dataset_name('puzzle-3x3-noisy-singletask-task4-v0')[3] == 'puzzle-3x3-noisy-v0'
+    assert parse_dataset_name('scene-v0', dataset_type='noisy')[3] == 'scene-noisy-v0'
+    with pytest.raises(ValueError):
+        parse_dataset_name('antmaze-large-navigate-v0')
+    with pytest.raises(ValueError):
+        parse_dataset_name('cube-single-play-v0', dataset_type='noisy')
+
+
+def test_task_success_report(gen_dir):
+    report = od.task_success_report(DATASET_NAME, str(gen_dir))
+    assert sorted(report) == [f'task{k}' for k in range(1, 6)]
+    for r in report.values():
+        assert 0.0 <= r['episode_success_rate'] <= 1.0 and 0.0 <= r['transition_success_rate'] <= 1.0
+        assert r['num_episodes'] == NUM_TRAIN + NUM_VAL
+        assert r['num_transitions'] == (NUM_TRAIN + NUM_VAL) * (EP_STEPS - 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_make_env_and_datasets(loaded, gen_dir):
+    env, eval_env, train, val = loaded
+    assert env is not eval_env
+    n_train, n_val = NUM_TRAIN * (EP_STEPS - 1), NUM_VAL * (EP_STEPS - 1)
+    ob_dim = env.observation_space.shape[0]
+    for ds, n in ((train, n_train), (val, n_val)):
+        assert set(ds) == set(od.DATASET_KEYS)
+        for k, v in ds.items():
+            assert isinstance(v, np.ndarray) and v.dtype == np.float32, k
+            assert len(v) == n, k
+        assert ds['observations'].shape == ds['next_observations'].shape == (n, ob_dim)
+        assert ds['actions'].shape == (n, 5)
+        assert np.flatnonzero(ds['terminals']).tolist() == [(EP_STEPS - 1) * (i + 1) - 1 for i in range(len(ds['terminals']) // (EP_STEPS - 1))]
+        assert np.all(ds['rewards'] <= 0)
+        assert set(np.unique(ds['masks'])) <= {0.0, 1.0}
+        assert np.all(ds['masks'] == (ds['rewards'] != 0))  # cube-single: success <=> reward 0.
+        assert np.abs(ds['actions']).max() <= 1 - 1e-5
+    # next_observations are observations shifted by one within each episode.
+    raw = _raw(os.path.join(gen_dir, f'{DATASET_NAME}.npz'))['observations'].reshape(NUM_TRAIN, EP_STEPS, -1)
+    np.testing.assert_array_equal(train['observations'].reshape(NUM_TRAIN, EP_STEPS - 1, -1), raw[:, :-1])
+    np.testing.assert_array_equal(train['next_observations'].reshape(NUM_TRAIN, EP_STEPS - 1, -1), raw[:, 1:])
+    ob, _ = eval_env.reset()
+    assert ob.shape == (ob_dim,)
+
+
+def test_sparse_rewards_and_no_clip(gen_dir, loaded):
+    _, _, dense, _ = loaded
+    _, _, train, val = od.make_env_and_datasets(
+        ENV_NAME, dataset_dir=str(gen_dir), sparse=True, action_clip_eps=None, download=False
+    )
+    for ds in (train, val):
+        assert set(np.unique(ds['rewards'])) <= {0.0, -1.0}
+    np.testing.assert_array_equal(train['rewards'], -(dense['rewards'] != 0).astype(np.float32))
+    raw_actions = _raw(os.path.join(gen_dir, f'{DATASET_NAME}.npz'))['actions']
+    assert np.abs(train['actions']).max() == np.abs(raw_actions).max()
+
+
+def test_dataset_path_with_and_without_val(gen_dir, tmp_path):
+    path = os.path.join(gen_dir, f'{DATASET_NAME}.npz')
+    _, _, train, val = od.make_env_and_datasets(ENV_NAME, dataset_path=path)
+    assert val is not None and len(train['observations']) == NUM_TRAIN * (EP_STEPS - 1)
+    lone = tmp_path / 'lone.npz'
+    shutil.copy(path, lone)
+    _, _, train2, val2 = od.make_env_and_datasets(ENV_NAME, dataset_path=str(lone))
+    assert val2 is None
+    for k in od.DATASET_KEYS:
+        np.testing.assert_array_equal(train[k], train2[k])
+
+
+def test_missing_files_give_actionable_error(tmp_path):
+    empty = tmp_path / 'empty'
+    with pytest.raises(FileNotFoundError) as e:
+        od.make_env_and_datasets(ENV_NAME, dataset_dir=str(empty), download=False)
+    msg = str(e.value)
+    assert f'python experiments/generate_dataset.py --env_name={DATASET_NAME} --dataset_dir={empty}' in msg
+    assert f'{DATASET_NAME}.npz' in msg and f'{DATASET_NAME}-val.npz' in msg
+    with pytest.raises(FileNotFoundError) as e:
+        od.make_env_and_datasets('antmaze-large-navigate-singletask-task1-v0', dataset_dir=str(empty), download=False)
+    assert 'only be downloaded' in str(e.value)
+    assert not empty.exists() or not any(p.name.endswith('.tmp') for p in empty.iterdir())
+
+
+def test_failed_download_leaves_no_tmp(tmp_path, monkeypatch):
+    import ogbench
+
+    def fake_download(names, dataset_dir):  # Simulates a connection dying mid-download.
+        open(os.path.join(dataset_dir, f'{names[0]}.npz.tmp'), 'wb').write(b'partial')
+        raise OSError('network is unreachable')
+
+    monkeypatch.setattr(ogbench, 'download_datasets', fake_download)
+    with pytest.raises(FileNotFoundError) as e:
+        od.make_env_and_datasets(ENV_NAME, dataset_dir=str(tmp_path), download=True)
+    assert 'download failed' in str(e.value) and 'network is unreachable' in str(e.value)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    'name',
+    [
+        'foo-play-singletask-task1-v0',
+        'cube-single-play-v0',  # Not a single-task name.
+        'cube-single-play-singletask-task7-v0',
+        'cube-single-navigate-singletask-task1-v0',
+        'cube-single-singletask-task1-v0',  # Missing dataset type.
+        'visual-cube-single-play-singletask-task1-v0',
+    ],
+)
+def test_invalid_env_name(name):
+    with pytest.raises(ValueError) as e:
+        od.make_env_and_datasets(name, download=False)
+    assert 'cube-double' in str(e.value) and 'singletask' in str(e.value)
+
+
+def test_valid_names_and_domains():
+    p = od.parse_env_name('cube-double-play-singletask-task2-v0')
+    assert (p.env_id, p.dataset_name) == ('cube-double-singletask-task2-v0', 'cube-double-play-v0')
+    assert od.parse_env_name('scene-noisy-singletask-v0').env_id == 'scene-singletask-v0'
+    assert od.parse_env_name('antmaze-large-navigate-singletask-task3-v0').dataset_name == 'antmaze-large-navigate-v0'
+    assert od.domain_of('cube-triple-play-singletask-task2-v0') == 'cube-triple-play'
+    assert od.domain_of('puzzle-4x4-noisy-singletask-v0') == 'puzzle-4x4-noisy'
+    assert od.is_manipulation('puzzle-3x3-play-singletask-task1-v0') and od.is_manipulation('scene-play-v0')
+    assert not od.is_manipulation('humanoidmaze-medium-navigate-singletask-v0')
+
+
+def test_malformed_lengths(gen_dir, tmp_path):
+    _copy_dataset(gen_dir, tmp_path)
+    path = os.path.join(tmp_path, f'{DATASET_NAME}.npz')
+    raw = _raw(path)
+    raw['actions'] = raw['actions'][:-3]
+    np.savez_compressed(path, **raw)
+    with pytest.raises(ValueError) as e:
+        od.make_env_and_datasets(ENV_NAME, dataset_dir=str(tmp_path), download=False)
+    assert path in str(e.value) and 'length' in str(e.value)
+
+
+def test_malformed_nan(gen_dir, tmp_path):
+    _copy_dataset(gen_dir, tmp_path)
+    path = os.path.join(tmp_path, f'{DATASET_NAME}-val.npz')
+    raw = _raw(path)
+    raw['observations'][5, 2] = np.nan
+    np.savez_compressed(path, **raw)
+    with pytest.raises(ValueError) as e:
+        od.make_env_and_datasets(ENV_NAME, dataset_dir=str(tmp_path), download=False)
+    assert path in str(e.value) and 'non-finite' in str(e.value)
+
+
+def test_malformed_missing_key_and_truncated(gen_dir, tmp_path):
+    _copy_dataset(gen_dir, tmp_path)
+    path = os.path.join(tmp_path, f'{DATASET_NAME}.npz')
+    raw = _raw(path)
+    del raw['qpos']
+    np.savez_compressed(path, **raw)
+    with pytest.raises(ValueError, match='qpos') as e:
+        od.make_env_and_datasets(ENV_NAME, dataset_dir=str(tmp_path), download=False)
+    assert path in str(e.value)
+    with open(path, 'r+b') as f:  # Truncate the file.
+        f.truncate(100)
+    with pytest.raises(ValueError) as e:
+        od.make_env_and_datasets(ENV_NAME, dataset_dir=str(tmp_path), download=False)
+    assert path in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Shards.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_shard_rotation():
+    r = od.ShardRotation(['a', 'b', 'c'], interval=10)
+    assert [r.shard_for_step(s) for s in (0, 9, 10, 19, 20, 29, 30, 31)] == [0, 0, 1, 1, 2, 2, 0, 0]
+    assert r.path_for_step(25) == 'c' and len(r) == 3
+    never = od.ShardRotation(['a', 'b'], interval=0)
+    assert {never.shard_for_step(s) for s in range(0, 1000, 7)} == {0}
+    with pytest.raises(ValueError):
+        od.ShardRotation([], interval=1)
+    with pytest.raises(ValueError):
+        od.ShardRotation(['a'], interval=-1)
+
+
+def test_list_dataset_shards(tmp_path):
+    for name in ('shard-010.npz', 'shard-002.npz', 'shard-002-val.npz', 'shard-001.npz', 'notes.txt'):
+        (tmp_path / name).write_bytes(b'')
+    assert [os.path.basename(p) for p in od.list_dataset_shards(str(tmp_path))] == [
+        'shard-001.npz',
+        'shard-002.npz',
+        'shard-010.npz',
+    ]
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError):
+        od.list_dataset_shards(str(tmp_path / 'empty'))
+    with pytest.raises(FileNotFoundError):
+        od.list_dataset_shards(str(tmp_path / 'does-not-exist'))
+
+
+def test_load_dataset_shard(gen_dir, loaded, tmp_path):
+    env, _, train, _ = loaded
+    shutil.copy(os.path.join(gen_dir, f'{DATASET_NAME}.npz'), tmp_path / 'shard-000.npz')  # Without a val sibling.
+    _copy_dataset(gen_dir, tmp_path / 'withval')
+    shards = od.list_dataset_shards(str(tmp_path)) + [os.path.join(tmp_path, 'withval', f'{DATASET_NAME}.npz')]
+    for shard in shards:
+        ds = od.load_dataset_shard(ENV_NAME, shard, env, sparse=False, action_clip_eps=1e-5)
+        assert set(ds) == set(od.DATASET_KEYS)
+        for k in od.DATASET_KEYS:
+            np.testing.assert_array_equal(ds[k], train[k])

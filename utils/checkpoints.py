@@ -1,0 +1,109 @@
+"""Checkpoints with orbax: the training state as a flat dict of arrays plus a JSON of counters.
+
+Flattening by key path lets a restore compare what was saved with what the current config builds and
+name every mismatch, instead of failing deep inside orbax.
+"""
+
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+def _path_name(path) -> str:
+    return '/'.join(str(getattr(key, 'key', getattr(key, 'name', getattr(key, 'idx', key)))) for key in path)
+
+
+def flatten_state(tree) -> Dict[str, np.ndarray]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {_path_name(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def unflatten_like(template, flat: Dict[str, np.ndarray], source: str = 'checkpoint'):
+    """Fills `template`'s structure with `flat`'s arrays; raises a readable error on any mismatch."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    expected = {_path_name(path): np.shape(leaf) for path, leaf in leaves}
+    problems = []
+    for name in sorted(set(expected) - set(flat)):
+        problems.append(f'  missing in {source}: {name} {expected[name]}')
+    for name in sorted(set(flat) - set(expected)):
+        problems.append(f'  not in this config: {name} {np.shape(flat[name])}')
+    for name in sorted(set(expected) & set(flat)):
+        if tuple(np.shape(flat[name])) != tuple(expected[name]):
+            problems.append(f'  shape of {name}: {source} {np.shape(flat[name])}, this config {expected[name]}')
+    if problems:
+        shown = '\n'.join(problems[:20]) + (f'\n  ... and {len(problems) - 20} more' if len(problems) > 20 else '')
+        raise ValueError(
+            f'The {source} does not fit the current agent config:\n{shown}\n'
+            'Use the same agent file, --agent.* overrides, environment and horizon_length as the run that '
+            'wrote it, or point --save_dir/--run_name somewhere else to start a new run.'
+        )
+    return jax.tree_util.tree_unflatten(
+        treedef, [np.asarray(flat[_path_name(path)]).astype(np.asarray(leaf).dtype) for path, leaf in leaves]
+    )
+
+
+class Checkpointer:
+    """Keeps the latest `max_to_keep` checkpoints of a run under `directory`."""
+
+    def __init__(self, directory: str, max_to_keep: int = 2):
+        self.directory = os.path.abspath(directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def save(self, step: int, arrays: Dict[str, Any], metadata: Dict[str, Any]):
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                arrays=ocp.args.StandardSave(flatten_state(arrays)), metadata=ocp.args.JsonSave(metadata)
+            ),
+        )
+        self.manager.wait_until_finished()
+
+    def restore(self, step: Optional[int] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+        step = self.latest_step() if step is None else step
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore())
+        )
+        return {key: np.asarray(value) for key, value in restored['arrays'].items()}, dict(restored['metadata'])
+
+    def close(self):
+        self.manager.close()
+
+
+def load_flow_params(path: str):
+    """The BC flow's parameters from a `--bc_only` run directory or its checkpoint directory."""
+    checkpoint_dir = path if os.path.basename(os.path.normpath(path)) == 'checkpoints' else os.path.join(path, 'checkpoints')
+    if not os.path.isdir(checkpoint_dir):
+        raise FileNotFoundError(
+            f'No checkpoints under {path!r}. Pass the run directory of a `main.py --bc_only` run '
+            '(the folder holding flags.json and checkpoints/).'
+        )
+    checkpointer = Checkpointer(checkpoint_dir)
+    if checkpointer.latest_step() is None:
+        raise FileNotFoundError(f'{checkpoint_dir!r} holds no finished checkpoint.')
+    flat, _ = checkpointer.restore()
+    checkpointer.close()
+    prefix = 'agent/network/params/modules_flow/'
+    flow = {key[len(prefix):]: value for key, value in flat.items() if key.startswith(prefix)}
+    if not flow:
+        raise ValueError(f'The checkpoint in {checkpoint_dir!r} has no BC flow (module "flow"): was it a --bc_only run?')
+    return _nest(flow)
+
+
+def _nest(flat: Dict[str, np.ndarray]):
+    tree: Dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split('/')
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree

@@ -1,0 +1,95 @@
+"""Device-resident transition storage and jitted sampling of chunked sequence batches.
+
+A `Dataset` keeps every array on the accelerator with a fixed capacity and a dynamic `size`, so the
+offline dataset and the online replay buffer are the same object, sampling is one jitted gather, and
+adding a transition never changes a shape (no retrace). Batches follow ALGORITHMS.md section 1:
+
+    observations       s_i
+    actions            a_i .. a_{i+H-1}, flattened to H * |A|
+    rewards            sum_{k<H} gamma^k r_{i+k}, cut at the episode end
+    masks              min_k mask_{i+k}
+    valid              0 when the chunk crosses an episode boundary
+    next_observations  s_{i+H} (the next observation of the chunk's last transition)
+"""
+
+from functools import partial
+from typing import Dict
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TRANSITION_KEYS = ('observations', 'actions', 'rewards', 'masks', 'terminals', 'next_observations')
+
+
+class Dataset(flax.struct.PyTreeNode):
+    observations: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    masks: jax.Array
+    terminals: jax.Array
+    next_observations: jax.Array
+    size: jax.Array  # number of stored transitions (int32 scalar); rows beyond it are unused
+
+    @classmethod
+    def create(cls, transitions: Dict[str, np.ndarray], capacity: int = None):
+        """Puts `transitions` on the device, padded with zeros up to `capacity` rows."""
+        missing = [key for key in TRANSITION_KEYS if key not in transitions]
+        if missing:
+            raise ValueError(f'The dataset lacks {missing}; it needs {list(TRANSITION_KEYS)}.')
+        size = len(transitions['observations'])
+        capacity = size if capacity is None else capacity
+        if capacity < size:
+            raise ValueError(f'capacity {capacity} is smaller than the dataset ({size} transitions).')
+        arrays = {}
+        for key in TRANSITION_KEYS:
+            value = np.asarray(transitions[key], dtype=np.float32)
+            if len(value) != size:
+                raise ValueError(f'Dataset key {key!r} has {len(value)} rows, observations have {size}.')
+            padded = np.zeros((capacity, *value.shape[1:]), np.float32)
+            padded[:size] = value
+            arrays[key] = jnp.asarray(padded)
+        return cls(**arrays, size=jnp.asarray(size, jnp.int32))
+
+    @property
+    def capacity(self) -> int:
+        return self.observations.shape[0]
+
+    def to_numpy(self) -> Dict[str, np.ndarray]:
+        size = int(self.size)
+        return {key: np.asarray(getattr(self, key)[:size]) for key in TRANSITION_KEYS}
+
+
+@partial(jax.jit, donate_argnums=0)
+def add_transition(dataset: Dataset, transition: Dict[str, jax.Array]) -> Dataset:
+    """Appends one transition in place (the buffers are donated). The caller sizes the capacity."""
+    index = dataset.size
+    updated = {key: getattr(dataset, key).at[index].set(transition[key]) for key in TRANSITION_KEYS}
+    return dataset.replace(**updated, size=index + 1)
+
+
+def sample_sequences(dataset: Dataset, rng: jax.Array, batch_size: int, horizon_length: int, discount: float):
+    """A chunked batch (see the module docstring); jit-compatible, sizes static."""
+    starts = jax.random.randint(rng, (batch_size,), 0, dataset.size - horizon_length + 1)
+    indices = starts[:, None] + jnp.arange(horizon_length)  # (B, H)
+
+    terminals = dataset.terminals[indices]
+    # alive_k = 1 while no earlier transition of the chunk ended its episode.
+    ended_before = jnp.concatenate([jnp.zeros((batch_size, 1)), jnp.cumsum(terminals[:, :-1], axis=1)], axis=1)
+    alive = (ended_before == 0).astype(jnp.float32)
+    discounts = discount ** jnp.arange(horizon_length, dtype=jnp.float32)
+    actions = dataset.actions[indices]
+    return {
+        'observations': dataset.observations[starts],
+        'actions': actions.reshape(batch_size, -1),
+        'rewards': jnp.sum(dataset.rewards[indices] * discounts * alive, axis=1),
+        'masks': jnp.min(dataset.masks[indices], axis=1),
+        'valid': alive[:, -1],
+        'next_observations': dataset.next_observations[indices[:, -1]],
+    }
+
+
+def example_batch(dataset: Dataset, horizon_length: int) -> Dict[str, jax.Array]:
+    """A batch of one, for initialising networks with the right shapes."""
+    return sample_sequences(dataset, jax.random.PRNGKey(0), 1, horizon_length, 1.0)

@@ -1,0 +1,113 @@
+"""Network modules shared by every agent (ALGORITHMS.md section 1, "Networks")."""
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def default_init(scale: float = 1.0):
+    """Xavier-uniform (variance scaling over fan_avg), the init of the reference implementations."""
+    return nn.initializers.variance_scaling(scale, 'fan_avg', 'uniform')
+
+
+class MLP(nn.Module):
+    """Dense -> GELU -> optional LayerNorm per hidden layer; the last layer is linear unless
+    `activate_final`."""
+
+    hidden_dims: Sequence[int]
+    activate_final: bool = False
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        for i, size in enumerate(self.hidden_dims):
+            x = nn.Dense(size, kernel_init=default_init())(x)
+            if i + 1 < len(self.hidden_dims) or self.activate_final:
+                x = nn.gelu(x)
+                if self.layer_norm:
+                    x = nn.LayerNorm()(x)
+        return x
+
+
+class Value(nn.Module):
+    """Q(s, a) (or V(s) when called without actions) as an ensemble of `num_ensembles` MLPs.
+
+    Returns shape (num_ensembles, *batch) when num_ensembles > 1, else (*batch,).
+    Extra inputs (e.g. flow time for classifier guidance) are concatenated after the action.
+    """
+
+    hidden_dims: Sequence[int]
+    layer_norm: bool = True
+    num_ensembles: int = 1
+
+    @nn.compact
+    def __call__(self, observations, actions=None, times=None):
+        inputs = [observations]
+        if actions is not None:
+            inputs.append(actions)
+        if times is not None:
+            inputs.append(times)
+        inputs = jnp.concatenate(inputs, axis=-1)
+        mlp_class = MLP
+        if self.num_ensembles > 1:
+            # One set of parameters per member, one batched matmul for all of them.
+            mlp_class = nn.vmap(
+                MLP,
+                variable_axes={'params': 0},
+                split_rngs={'params': True},
+                in_axes=None,
+                out_axes=0,
+                axis_size=self.num_ensembles,
+            )
+        return mlp_class((*self.hidden_dims, 1), layer_norm=self.layer_norm)(inputs).squeeze(-1)
+
+
+class VectorField(nn.Module):
+    """Flow velocity v(s, x, t), or a one-step policy mu(s, z) when called without `times`.
+
+    The input is concat[s, x, t] with the raw scalar time (ALGORITHMS.md section 1).
+    """
+
+    hidden_dims: Sequence[int]
+    output_dim: int
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, observations, actions, times=None):
+        inputs = [observations, actions] if times is None else [observations, actions, times]
+        return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm)(
+            jnp.concatenate(inputs, axis=-1)
+        )
+
+
+class GaussianHead(nn.Module):
+    """Mean and log-std of a diagonal Gaussian (squashed by tanh in `utils.distributions`).
+
+    Used by DSRL's noise-space policy and QAM-E's edit policy.
+    """
+
+    hidden_dims: Sequence[int]
+    output_dim: int
+    layer_norm: bool = False
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, observations, actions: Optional[jnp.ndarray] = None):
+        inputs = observations if actions is None else jnp.concatenate([observations, actions], axis=-1)
+        features = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm)(inputs)
+        means = nn.Dense(self.output_dim, kernel_init=default_init())(features)
+        log_stds = nn.Dense(self.output_dim, kernel_init=default_init())(features)
+        return means, jnp.clip(log_stds, self.log_std_min, self.log_std_max)
+
+
+class LogParam(nn.Module):
+    """A learned positive scalar exp(log_value), e.g. the entropy temperature alpha."""
+
+    init_value: float = 1.0
+
+    @nn.compact
+    def __call__(self):
+        log_value = self.param('log_value', lambda _: jnp.full((), jnp.log(self.init_value)))
+        return jnp.exp(log_value)

@@ -1,0 +1,27 @@
+"""The jitted training step shared by every agent and phase: sample chunked batches on the device and
+update, `num_updates` times in one `lax.scan`, so the accelerator never waits for Python."""
+
+from functools import partial
+
+import jax
+
+from utils.datasets import sample_sequences
+
+
+@partial(jax.jit, static_argnames=('num_updates', 'batch_size', 'horizon_length'), donate_argnums=0)
+def train_steps(agent, dataset, data_key, first_step, *, num_updates, batch_size, horizon_length):
+    """Runs updates for steps first_step .. first_step + num_updates - 1.
+
+    The batch of step n is drawn with `fold_in(data_key, n)`, so the stream of batches depends only on
+    the step, not on how the steps are grouped into calls (exact resume). Returns the new agent and the
+    metrics of the last update. The agent's buffers are donated: do not reuse the `agent` passed in.
+    """
+
+    def one_update(agent, step):
+        batch = sample_sequences(
+            dataset, jax.random.fold_in(data_key, step), batch_size, horizon_length, agent.config['discount']
+        )
+        return agent.update(batch)
+
+    agent, infos = jax.lax.scan(one_update, agent, first_step + jax.numpy.arange(num_updates))
+    return agent, jax.tree_util.tree_map(lambda values: values[-1], infos)
