@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from agents import get_agent_class
@@ -82,6 +83,7 @@ def check_finite(metrics, step, run_dir, last_checkpoint):
 
 
 def main(_):
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
     config = resolve_config()
     horizon_length = config.horizon_length
     online_steps = 0 if FLAGS.bc_only else FLAGS.online_steps
@@ -94,18 +96,23 @@ def main(_):
     write_json(os.path.join(run_dir, 'flags.json'), {**flag_values, 'agent': config.to_dict()})
 
     # Data: the offline dataset on the device, with room for the online transitions.
-    env, eval_env, train_data, _ = make_env_and_datasets(
-        FLAGS.env_name, dataset_dir=FLAGS.dataset_dir, dataset_path=FLAGS.dataset_path, sparse=FLAGS.sparse
-    )
-    shards = None
+    shards, dataset_path = None, FLAGS.dataset_path
     if FLAGS.dataset_shards_dir:
         shards = ShardRotation(list_dataset_shards(FLAGS.dataset_shards_dir), FLAGS.dataset_replace_interval)
+        dataset_path = shards.path_for_step(0)
+    env, eval_env, train_data, _ = make_env_and_datasets(
+        FLAGS.env_name, dataset_dir=FLAGS.dataset_dir, dataset_path=dataset_path, sparse=FLAGS.sparse
+    )
     action_dim = env.action_space.shape[-1]
 
     def load_offline_data(step):
         if shards is None:
             return train_data
-        return load_dataset_shard(FLAGS.env_name, shards.paths[shards.shard_for_step(step)], env, FLAGS.sparse)
+        return load_dataset_shard(FLAGS.env_name, shards.path_for_step(step), env, FLAGS.sparse)
+
+    def shard_dataset(step):
+        data = load_offline_data(step)
+        return Dataset.create(data, capacity=max(dataset.capacity, len(data['observations']) + online_steps))
 
     # Agent, checkpoint, logs.
     dataset = Dataset.create(train_data, capacity=len(train_data['observations']) + online_steps)
@@ -130,7 +137,7 @@ def main(_):
             dataset = Dataset.create(merged, capacity=len(offline['observations']) + online_steps)
             offline_size = len(offline['observations'])
         elif shards is not None:
-            dataset = Dataset.create(load_offline_data(step), capacity=dataset.capacity)
+            dataset = shard_dataset(step)
         train_logger.truncate_after(step)
         eval_logger.truncate_after(step)
         print(f'Resumed {run_dir} at step {step}.')
@@ -194,7 +201,7 @@ def main(_):
         progress.update(num_updates)
         after_step(step, info, 'offline')
         if shards is not None and is_due(step, FLAGS.dataset_replace_interval) and step < FLAGS.offline_steps:
-            dataset = Dataset.create(load_offline_data(step), capacity=dataset.capacity)
+            dataset = shard_dataset(step)
         if is_due(step, FLAGS.save_interval) or step == FLAGS.offline_steps:
             save(step)
 
@@ -223,7 +230,8 @@ def main(_):
                                           batch_size=config.batch_size, horizon_length=horizon_length)
             window_steps += 1
             progress.update(1)
-            if terminated or truncated:
+            episode_done = terminated or truncated
+            if episode_done:
                 row = {'online/episode_return': episode_return, 'online/episode_success': env_info.get('success', 0.0)}
                 train_logger.log(row, step)
                 wandb_logger.log(row, step)
@@ -231,11 +239,12 @@ def main(_):
                 episode_return = 0.0
                 observation, _ = env.reset(seed=episode_seed(FLAGS.seed, 3, episode_index))
                 actor.reset()
-                if save_pending:
-                    save(step)
-                    save_pending = False
             after_step(step, info, 'online')
+            # Online checkpoints wait for the episode's end, so a resumed run restarts at a fresh reset.
             save_pending = save_pending or is_due(step, FLAGS.save_interval)
+            if save_pending and episode_done:
+                save(step)
+                save_pending = False
         save(step)
 
     progress.close()

@@ -121,7 +121,8 @@ def test_make_env_and_datasets(loaded, gen_dir):
             assert len(v) == n, k
         assert ds['observations'].shape == ds['next_observations'].shape == (n, ob_dim)
         assert ds['actions'].shape == (n, 5)
-        assert np.flatnonzero(ds['terminals']).tolist() == [(EP_STEPS - 1) * (i + 1) - 1 for i in range(len(ds['terminals']) // (EP_STEPS - 1))]
+        num_eps = n // (EP_STEPS - 1)
+        assert np.flatnonzero(ds['terminals']).tolist() == [(EP_STEPS - 1) * (i + 1) - 1 for i in range(num_eps)]
         assert np.all(ds['rewards'] <= 0)
         assert set(np.unique(ds['masks'])) <= {0.0, 1.0}
         assert np.all(ds['masks'] == (ds['rewards'] != 0))  # cube-single: success <=> reward 0.

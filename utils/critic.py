@@ -20,3 +20,12 @@ def ensemble_regression_loss(qs, targets, valid):
 
 def critic_info(qs, targets, loss):
     return {'critic_loss': loss, 'q_mean': qs.mean(), 'q_max': qs.max(), 'q_min': qs.min(), 'target_mean': targets.mean()}
+
+
+def expectile_loss(diff, expectile: float):
+    """Asymmetric squared loss |kappa - 1(diff < 0)| diff^2, elementwise, with diff = target - prediction.
+
+    Its minimiser over a constant prediction is the kappa-expectile of the targets (IQL's value loss).
+    """
+    weight = jnp.where(diff >= 0, expectile, 1.0 - expectile)
+    return weight * jnp.square(diff)

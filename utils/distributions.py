@@ -22,3 +22,13 @@ def tanh_gaussian_sample(rng, means, log_stds):
 def tanh_gaussian_mode(means):
     """The deterministic action tanh(mu)."""
     return jnp.tanh(means)
+
+
+def auto_temperature_loss(alpha, log_probs, target_entropy):
+    """SAC's temperature loss alpha * (H - H_target), with the entropy H = -mean log pi held constant.
+
+    Differentiate it with respect to alpha only: descent raises alpha while the policy's entropy is below
+    the target and lowers it above. Returns (loss, H). Shared by DSRL and QAM-E.
+    """
+    entropy = -jax.lax.stop_gradient(log_probs).mean()
+    return alpha * (entropy - target_entropy), entropy

@@ -21,7 +21,7 @@ class CsvLogger:
 
     def truncate_after(self, step: int):
         """Drops rows logged after `step` (a resumed run logs them again)."""
-        self.rows = [row for row in self.rows if int(float(row['step'])) <= step]
+        self.rows = [row for row in self.rows if _step_of(row) is not None and _step_of(row) <= step]
         self._rewrite()
 
     def log(self, row: Dict[str, float], step: int):
@@ -42,6 +42,14 @@ class CsvLogger:
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(temporary, self.path)
+
+
+def _step_of(row):
+    """The row's step, or None for a row cut short by a killed process."""
+    try:
+        return int(float(row.get('step') or ''))
+    except ValueError:
+        return None
 
 
 def _scalar(value):

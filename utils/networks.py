@@ -109,5 +109,7 @@ class LogParam(nn.Module):
 
     @nn.compact
     def __call__(self):
-        log_value = self.param('log_value', lambda _: jnp.full((), jnp.log(self.init_value)))
+        # A strongly typed float32: a weakly typed initial value would turn strong after the first update
+        # (in the parameters, then in Adam's moments) and retrace every jitted step twice.
+        log_value = self.param('log_value', lambda _: jnp.full((), jnp.log(self.init_value), jnp.float32))
         return jnp.exp(log_value)

@@ -117,7 +117,7 @@ def _allowed_dataset_types(domain: str) -> tuple:
     return ('navigate', 'stitch')
 
 
-def supported_domains() -> list:
+def supported_domains() -> list[str]:
     """State-based OGBench domains that have single-task variants registered with gymnasium."""
     import gymnasium  # noqa: PLC0415
 
@@ -168,7 +168,9 @@ def parse_env_name(env_name: str) -> ParsedEnvName:
     if task is not None and not 1 <= task <= NUM_TASKS:
         raise _name_error(env_name, f'task must be in 1..{NUM_TASKS}, got {task}')
     if dataset_type not in DATASET_TYPES:
-        raise _name_error(env_name, f'unknown dataset type {dataset_type!r} (expected one of {"|".join(DATASET_TYPES)})')
+        raise _name_error(
+            env_name, f'unknown dataset type {dataset_type!r} (expected one of {"|".join(DATASET_TYPES)})'
+        )
     if not (is_manipulation(domain) or is_locomotion(domain)):
         raise _name_error(env_name, f'unknown domain {domain!r}')
     if dataset_type not in _allowed_dataset_types(domain):
@@ -226,7 +228,7 @@ def _how_to_obtain(dataset_name: str, dataset_dir: str) -> str:
         lines.append(
             'This is a locomotion dataset (antmaze/humanoidmaze/pointmaze/antsoccer): it needs OGBench\'s trained '
             f'expert policies and can only be downloaded, not generated with {GENERATE_SCRIPT} '
-            '(which supports the manipulation domains cube/scene/puzzle only).'
+            '(it supports only the manipulation domains cube/scene/puzzle).'
         )
     return '\n'.join(lines)
 
@@ -554,7 +556,7 @@ def make_env_and_datasets(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def list_dataset_shards(dataset_dir: str) -> list:
+def list_dataset_shards(dataset_dir: str) -> list[str]:
     """Sorted ``*.npz`` files in ``dataset_dir``, excluding ``*-val.npz`` (same rule as the FQL reference)."""
     dataset_dir = os.path.expanduser(os.fspath(dataset_dir))
     if not os.path.isdir(dataset_dir):
