@@ -50,7 +50,11 @@ class IFQLAgent(Agent):
         value_loss, value_metrics = self.value_loss(batch, grad_params)
         critic_loss, critic_metrics = self.critic_loss(batch, grad_params)
         actor_loss, actor_metrics = self.actor_loss(batch, grad_params, rng)
-        info = {**prefixed('value', value_metrics), **prefixed('critic', critic_metrics), **prefixed('actor', actor_metrics)}
+        info = {
+            **prefixed('value', value_metrics),
+            **prefixed('critic', critic_metrics),
+            **prefixed('actor', actor_metrics),
+        }
         return value_loss + critic_loss + actor_loss, info
 
     @jax.jit
@@ -65,8 +69,9 @@ class IFQLAgent(Agent):
     def sample_actions(self, observations, rng):
         """Best of `num_samples` BC-flow chunks per observation under min_i Q_i; any leading batch shape."""
         num_samples = self.config['num_samples']
-        repeated = jnp.broadcast_to(observations[..., None, :], (*observations.shape[:-1], num_samples, observations.shape[-1]))
-        noises = jax.random.normal(rng, (*observations.shape[:-1], num_samples, self.config['chunk_dim']))
+        batch_shape = observations.shape[:-1]
+        repeated = jnp.broadcast_to(observations[..., None, :], (*batch_shape, num_samples, observations.shape[-1]))
+        noises = jax.random.normal(rng, (*batch_shape, num_samples, self.config['chunk_dim']))
         flow = lambda x, t: self.network.select('flow')(repeated, x, t)  # noqa: E731
         candidates = euler_ode_sample(flow, noises, self.config['flow_steps'])  # (..., N, H * |A|)
         scores = self.network.select('critic')(repeated, candidates).min(axis=0)  # (..., N)

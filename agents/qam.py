@@ -13,7 +13,7 @@ import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
 from utils.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
-from utils.distributions import tanh_gaussian_sample
+from utils.distributions import auto_temperature_loss, tanh_gaussian_sample
 from utils.flow import (
     adjoint_matching_loss,
     euler_ode_sample,
@@ -91,9 +91,8 @@ class QAMAgent(Agent):
         edited_actions = jnp.clip(flow_actions + self.config['edit_scale'] * edits, -1, 1)
         q_loss = -self.network.select('critic')(observations, edited_actions).mean()
         entropy_loss = jnp.mean(log_probs * self.network.select('edit_alpha')())
-        entropy = -jax.lax.stop_gradient(log_probs).mean()
         alpha = self.network.select('edit_alpha')(params=grad_params)
-        alpha_loss = alpha * (entropy - self.config['edit_target_entropy'])
+        alpha_loss, entropy = auto_temperature_loss(alpha, log_probs, self.config['edit_target_entropy'])
         info = {'edit_q_loss': q_loss, 'edit_entropy': entropy, 'edit_alpha': alpha}
         return q_loss + entropy_loss + alpha_loss, info
 

@@ -127,7 +127,14 @@ def discrete_fixed_point(mu, s, flow_steps, scale, w=None, q=None, m=None):
     mean, var, kl, last_kl = forward(alpha, beta)
     base_mean, base_var, _, _ = forward(0.0 * alpha, 0.0 * beta)
     return dict(
-        alpha=alpha, beta=beta, mean=mean, var=var, path_kl=kl, last_step_kl=last_kl, base_mean=base_mean, base_var=base_var
+        alpha=alpha,
+        beta=beta,
+        mean=mean,
+        var=var,
+        path_kl=kl,
+        last_step_kl=last_kl,
+        base_mean=base_mean,
+        base_var=base_var,
     )
 
 
@@ -218,6 +225,9 @@ def fixed_point_table(ks=(5, 10, 20, 50, 200, 1000)):
     cases = [
         ('linear', dict(mu=-0.1, s=0.2, scale=4.0, w=1.0)),
         ('quadratic', dict(mu=0.0, s=0.3, scale=1.0, q=0.5 / 0.09, m=0.15)),
+        # A sharp base (s < h): the explicit lean adjoint's gains 1 + h J_k turn negative near t = 0.8 and the
+        # K = 10 fixed point moves against the reward gradient.
+        ('linear, s=0.1', dict(mu=0.0, s=0.1, scale=4.0, w=1.0)),
     ]
     lines = [
         '| reward | K | mean shift (vs base rollout) | var / base-rollout var | E path_kl | E path_kl without k=K-1 |',
@@ -226,13 +236,15 @@ def fixed_point_table(ks=(5, 10, 20, 50, 200, 1000)):
     for name, case in cases:
         cont_mean, cont_var, cont_kl = tilted_gaussian(**case)
         for k in ks:
-            fp = discrete_fixed_point(case['mu'], case['s'], k, case['scale'], case.get('w'), case.get('q'), case.get('m'))
+            reward = (case.get('w'), case.get('q'), case.get('m'))
+            fp = discrete_fixed_point(case['mu'], case['s'], k, case['scale'], *reward)
             lines.append(
                 f"| {name} | {k} | {fp['mean'] - fp['base_mean']:.4f} | {fp['var'] / fp['base_var']:.4f} | "
                 f"{fp['path_kl']:.4f} | {fp['path_kl'] - fp['last_step_kl']:.4f} |"
             )
         lines.append(
-            f"| {name} | continuous | {cont_mean - case['mu']:.4f} | {cont_var / case['s'] ** 2:.4f} | {cont_kl:.4f} | {cont_kl:.4f} |"
+            f"| {name} | continuous | {cont_mean - case['mu']:.4f} | {cont_var / case['s'] ** 2:.4f} | "
+            f"{cont_kl:.4f} | {cont_kl:.4f} |"
         )
     return '\n'.join(lines)
 

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from agents import get_agent_class
 from agents.base import freeze_config
 from agents.bc_flow import BCFlowAgent
 from agents.bc_flow import get_config as get_bc_config
@@ -24,6 +25,7 @@ from utils.training import train_steps
 OBS_DIM, ACTION_DIM, HORIZON, BATCH = 6, 2, 2, 16
 CHUNK_DIM = HORIZON * ACTION_DIM
 AGENTS = ('ifql', 'dsrl', 'cgql')
+NUM_STATES = 64  # Observations per acting test (one shape for all, so compiled samplers are reused).
 
 
 def _transitions(size=200, episode_length=50, seed=0):
@@ -59,12 +61,15 @@ def _config(name, **overrides):
 
 def _create(name, dataset, seed=0, **overrides):
     config = _config(name, **overrides)
-    agent_class = importlib.import_module('agents').get_agent_class(config.agent_name)
-    return agent_class.create(seed, example_batch(dataset, HORIZON), config)
+    return get_agent_class(config.agent_name).create(seed, example_batch(dataset, HORIZON), config)
 
 
 def _batch(dataset, seed=0, batch_size=BATCH):
     return sample_sequences(dataset, jax.random.PRNGKey(seed), batch_size, HORIZON, 0.99)
+
+
+def _observations():
+    return jnp.asarray(_transitions()['observations'][:NUM_STATES], jnp.float32)
 
 
 def _tree_equal(a, b):
@@ -146,11 +151,11 @@ def test_train_steps(name, dataset):
 @pytest.mark.parametrize('name', AGENTS)
 def test_sample_actions(name, dataset):
     agent = _create(name, dataset)
-    observations = jnp.asarray(_transitions()['observations'][:5], jnp.float32)
+    observations = _observations()
     key = jax.random.PRNGKey(3)
     actions = agent.sample_actions(observations, key)
     single = agent.sample_actions(observations[0], key)
-    assert actions.shape == (5, CHUNK_DIM) and single.shape == (CHUNK_DIM,)
+    assert actions.shape == (NUM_STATES, CHUNK_DIM) and single.shape == (CHUNK_DIM,)
     for values in (actions, single):
         assert np.all(np.abs(np.asarray(values)) <= 1.0)
     assert np.array_equal(actions, agent.sample_actions(observations, key))
@@ -214,7 +219,7 @@ def test_ifql_value_is_the_expectile_of_the_pessimistic_targets(dataset):
     def loss_of(value_params, key):
         return agent.value_loss(batch, {**params, 'modules_value': value_params})[0]
 
-    value_params = _fit(loss_of, params['modules_value'], steps=1500, lr=3e-3)
+    value_params = _fit(loss_of, params['modules_value'], steps=600, lr=3e-3)
     value = float(agent.network.select('value')(observations[:1], params={**params, 'modules_value': value_params})[0])
     targets = np.asarray(pessimistic_ensemble_value(agent.network.select('target_critic')(observations, actions), 0.5))
     expected = _numpy_expectile(targets, 0.9)
@@ -224,9 +229,9 @@ def test_ifql_value_is_the_expectile_of_the_pessimistic_targets(dataset):
 
 
 def test_ifql_acting_picks_high_q_chunks(dataset):
-    agent = _create('ifql', dataset, num_samples=16)
+    agent = _create('ifql', dataset)  # 4 samples per state
     one_sample = agent.replace(config=freeze_config(agent.config, num_samples=1))
-    observations = jnp.asarray(_transitions()['observations'][:64], jnp.float32)
+    observations = _observations()
     key = jax.random.PRNGKey(0)
     min_q = lambda a: agent.network.select('critic')(observations, a).min(axis=0)  # noqa: E731
     assert float(min_q(agent.sample_actions(observations, key)).mean()) > float(
@@ -269,16 +274,16 @@ def test_dsrl_noise_critic_distils_the_decoded_action_critic(dataset):
         )
         return float(1.0 - jnp.mean(jnp.square(predicted - composed)) / jnp.mean(jnp.var(composed, axis=-1)))
 
-    fitted = _fit(loss_of, params['modules_noise_critic'], steps=1500, lr=3e-3)
+    fitted = _fit(loss_of, params['modules_noise_critic'], steps=600, lr=3e-3)
     assert r_squared(params['modules_noise_critic']) < 0.5
-    assert r_squared(fitted) > 0.9
+    assert r_squared(fitted) > 0.95
 
 
 def test_dsrl_acting_decodes_with_the_target_flow(dataset):
     """noise_scale = 0 pins z to 0, whatever pi_w draws: the chunk is the target flow's ODE from 0."""
     agent = _with_distinct_online_flow(_create('dsrl', dataset, noise_scale=0.0), dataset)
-    observations = jnp.asarray(_transitions()['observations'][:5], jnp.float32)
-    expected = _decode(agent, observations, jnp.zeros((5, CHUNK_DIM)))
+    observations = _observations()
+    expected = _decode(agent, observations, jnp.zeros((NUM_STATES, CHUNK_DIM)))
     for seed in (0, 1):
         np.testing.assert_allclose(agent.sample_actions(observations, jax.random.PRNGKey(seed)), expected, atol=1e-6)
 
@@ -312,31 +317,26 @@ def test_cgql_guided_velocity_formula(dataset):
     agent = _create('cgql', dataset, mode='linex', inv_temp=3.0, guidance_coef=0.2)
     observations = jnp.asarray(_transitions()['observations'][:4], jnp.float32)
     x = jax.random.normal(jax.random.PRNGKey(1), (4, CHUNK_DIM))
-    velocity = agent.guided_velocity(observations)
-    flow = lambda x, t: agent.network.select('target_flow')(observations, x, t)  # noqa: E731
+    velocity = jax.jit(agent.guided_velocity(observations))
+    flow = jax.jit(lambda x, t: agent.network.select('target_flow')(observations, x, t))
     np.testing.assert_allclose(velocity(x, time_column(x, 0.0)), flow(x, time_column(x, 0.0)), atol=1e-6)
+
+    @jax.jit
+    def expected(x, t):
+        grad = jax.grad(lambda a: agent.network.select('critic')(observations, a, t).mean(axis=0).sum())(x)
+        return flow(x, t) + (grad * (1.0 - t) * 3.0 + x) * 0.2 / t
+
     t = time_column(x, 0.4)
-    grad = jax.grad(lambda a: agent.network.select('critic')(observations, a, t).mean(axis=0).sum())(x)
-    expected = flow(x, t) + (grad * 0.6 * 3.0 + x) * 0.2 / 0.4
-    np.testing.assert_allclose(velocity(x, t), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(velocity(x, t), expected(x, t), rtol=1e-5, atol=1e-6)
 
 
 def test_cgql_guidance_moves_samples_uphill(dataset):
-    """The Q-gradient term raises Q(s, a, 1) of the samples; compared with a negligible inverse
+    """The Q-gradient term raises Q(s, a, 1) of the samples. The baseline has a negligible inverse
     temperature, which keeps the reference's "+ a" term, so only the gradient term differs."""
-    observations = jnp.asarray(_transitions()['observations'][:64], jnp.float32)
-    key = jax.random.PRNGKey(0)
+    observations, key = _observations(), jax.random.PRNGKey(0)
     guided = _create('cgql', dataset, mode='simple', inv_temp=300.0, guidance_coef=0.01)
     weak = guided.replace(config=freeze_config(guided.config, inv_temp=1e-6))
-    unguided = guided.replace(config=freeze_config(guided.config, inv_temp=0.0))
-    ones = jnp.ones((64, 1))
-    q = lambda a: float(guided.network.select('critic')(observations, a, ones).mean())  # noqa: E731
-    guided_actions = guided.sample_actions(observations, key)
-    assert q(guided_actions) > q(weak.sample_actions(observations, key))
-    assert q(guided_actions) > q(unguided.sample_actions(observations, key))
-    # inv_temp = 0 is the plain target-flow ODE (the reference then skips the guidance entirely).
-    noises = jax.random.normal(key, (64, CHUNK_DIM))
-    plain = euler_ode_sample(
-        lambda x, t: guided.network.select('target_flow')(observations, x, t), noises, guided.config['flow_steps']
-    )
-    np.testing.assert_allclose(unguided.sample_actions(observations, key), plain, atol=1e-6)
+    ones = jnp.ones((NUM_STATES, 1))
+    q = lambda a: guided.network.select('critic')(observations, a, ones).mean(axis=0)  # noqa: E731
+    gains = q(guided.sample_actions(observations, key)) - q(weak.sample_actions(observations, key))
+    assert float(gains.mean()) > 0 and float((gains > 0).mean()) > 0.8

@@ -20,7 +20,6 @@ import pytest
 from experiments.sde_convergence import (
     convergence_rows,
     discrete_fixed_point,
-    exact_sampler_moments,
     gaussian_base_velocity,
     lean_adjoint_gains,
     markdown_table,
@@ -164,11 +163,17 @@ def test_rollout_gradient_contract():
     def rollout(theta):
         return memoryless_sde_rollout(lambda x, t: base(x, t) + theta * x, base, noise, jax.random.PRNGKey(1), K)
 
-    g_terminal = jax.grad(lambda th: jnp.sum(rollout(th).terminal))(0.3)
-    g_states = jax.grad(lambda th: jnp.sum(rollout(th).states))(0.3)
-    g_fine = jax.grad(lambda th: jnp.sum(rollout(th).fine_velocities))(0.3)
+    @jax.jit
+    def grads(theta):
+        def sums(th):
+            ro = rollout(th)
+            return jnp.sum(ro.terminal), jnp.sum(ro.states), jnp.sum(ro.fine_velocities)
+
+        return jax.jacrev(sums)(theta), jnp.sum(rollout(theta).states)
+
+    (g_terminal, g_states, g_fine), state_sum = grads(0.3)
     assert g_terminal == 0 and g_states == 0
-    np.testing.assert_allclose(g_fine, jnp.sum(rollout(0.3).states), rtol=1e-5)
+    np.testing.assert_allclose(g_fine, state_sum, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -185,28 +190,32 @@ def test_lean_adjoint_equals_autodiff_of_base_chain():
     h = 1.0 / K
     times = np.arange(K) / K
 
-    def chain_step(x, k):
-        t = times[k] + h
+    def chain_step(x, t):  # t = t_k + h
         return x + h * (2.0 * vbar(x, jnp.full((*x.shape[:-1], 1), t, x.dtype)) - x / t)
 
-    def chain_from(k, x):
-        for j in range(k, K):
-            x = chain_step(x, j)
-        return x
+    def terminal_reward(x0, kicks):
+        """r(x_K) of the chain with x_k -> x_k + kick_k; d/d kick_k at 0 is d r(x_K) / d x_k."""
+
+        def step(x, inputs):
+            t, kick = inputs
+            x = x + kick
+            return chain_step(x, t), x
+
+        x, states = jax.lax.scan(step, x0, (jnp.asarray(times + h, jnp.float32), kicks))
+        return jnp.sum(reward(x)), (states, x)
 
     x0 = jax.random.normal(jax.random.PRNGKey(1), (batch, d))
-    states = [x0]
-    for k in range(K - 1):
-        states.append(chain_step(states[-1], k))
-    x_terminal = chain_step(states[-1], K - 1)
-    states = jnp.stack(states)
+    kicks = jnp.zeros((K, batch, d))
+    grads, (states, x_terminal) = jax.jit(jax.grad(terminal_reward, argnums=1, has_aux=True))(x0, kicks)
     a_terminal = -jax.grad(lambda x: jnp.sum(reward(x)))(x_terminal)
     adjoints = jax.jit(lambda st, a: lean_adjoint(vbar, st, a, K))(states, a_terminal)
     assert adjoints.shape == (K, batch, d)
     for k in range(K):
-        expected = -jax.grad(lambda x: jnp.sum(reward(chain_from(k, x))))(states[k])
+        expected = -grads[k]
         rel = float(jnp.linalg.norm(adjoints[k] - expected) / jnp.linalg.norm(expected))
         assert rel < 1e-4, (k, rel)
+    # Not vacuous: the Jacobian products differ from the identity by far more than the tolerance.
+    assert float(jnp.linalg.norm(adjoints[0] - a_terminal) / jnp.linalg.norm(a_terminal)) > 0.1
 
 
 def test_lean_adjoint_gaussian_gains():
@@ -292,15 +301,20 @@ def test_flow_matching_loss_point_mass_is_zero():
     exact = lambda x, t: (c - x) / (1.0 - t)  # noqa: E731  E[x_1 - x_0 | x_t] for x_1 = c
     rng = jax.random.PRNGKey(0)
     valid = jnp.ones(4096)
-    assert float(flow_matching_loss(exact, actions, rng, valid)) < 1e-6
-    wrong = lambda x, t: exact(x, t) + 0.1  # noqa: E731
-    np.testing.assert_allclose(flow_matching_loss(wrong, actions, rng, valid), 0.01, rtol=1e-3)
+    exact_loss, shifted_loss = jax.jit(
+        lambda: (
+            flow_matching_loss(exact, actions, rng, valid),
+            flow_matching_loss(lambda x, t: exact(x, t) + 0.1, actions, rng, valid),
+        )
+    )()
+    assert float(exact_loss) < 1e-6
+    np.testing.assert_allclose(shifted_loss, 0.01, rtol=1e-3)
 
 
 def test_flow_matching_loss_gaussian_minimum():
     """For x_1 ~ N(mu, s^2 I) the exact velocity leaves Var[x_1 - x_0 | x_t] = s^2 / ((1-t)^2 + t^2 s^2) per dim,
     whose mean over t ~ U[0, 1] is pi s / 2."""
-    mu, s, n, batches = jnp.array([0.3, -0.5]), 0.4, 20_000, 10
+    mu, s, n, batches = jnp.array([0.3, -0.5]), 0.4, 10_000, 20
     velocity = gaussian_base_velocity(mu, s)
 
     @jax.jit
@@ -310,26 +324,28 @@ def test_flow_matching_loss_gaussian_minimum():
         return flow_matching_loss(velocity, actions, loss_key, jnp.ones(n))
 
     losses = np.array([one(key) for key in jax.random.split(jax.random.PRNGKey(0), batches)])
-    tol = 4 * losses.std(ddof=1) / np.sqrt(batches)
+    tol = 4.5 * losses.std(ddof=1) / np.sqrt(batches)  # a t-statistic with 19 dof: p ~ 3e-4
     assert abs(losses.mean() - np.pi * s / 2) < tol, (losses.mean(), np.pi * s / 2, tol)
+    assert tol < 0.02 * np.pi * s / 2  # and it is a sharp check
 
 
 def test_flow_matching_loss_masking():
-    n, d = 64, 3
+    n, d = 16, 3
     rng = jax.random.PRNGKey(0)
     actions = jax.random.uniform(jax.random.PRNGKey(1), (n, d), minval=-1, maxval=1)
     valid = (jnp.arange(n) % 3 != 0).astype(jnp.float32)
     velocity = lambda x, t: 0.5 * x - t  # noqa: E731
-    loss = flow_matching_loss(velocity, actions, rng, valid)
+    fm_loss = jax.jit(lambda a, v: flow_matching_loss(velocity, a, rng, v))
+    loss = fm_loss(actions, valid)
     # Masked rows do not matter, whatever they hold.
     garbage = jnp.where(valid[:, None] > 0, actions, 1e3)
-    np.testing.assert_allclose(flow_matching_loss(velocity, garbage, rng, valid), loss, rtol=1e-6)
-    assert float(flow_matching_loss(velocity, actions, rng, jnp.zeros(n))) == 0.0
+    np.testing.assert_allclose(fm_loss(garbage, valid), loss, rtol=1e-6)
+    assert float(fm_loss(actions, jnp.zeros(n))) == 0.0
     # Linear in `valid` with the batch mean as normaliser: mean_i valid_i err_i (the reference's
     # jnp.mean(err * valid)), so the one-hot masks add up to the unmasked loss.
-    one_hot = jax.vmap(lambda v: flow_matching_loss(velocity, actions, rng, v))(jnp.eye(n))
-    np.testing.assert_allclose(jnp.sum(one_hot), flow_matching_loss(velocity, actions, rng, jnp.ones(n)), rtol=1e-5)
-    np.testing.assert_allclose(jnp.sum(one_hot * valid), loss, rtol=1e-5)
+    one_hot = np.array([fm_loss(actions, row) for row in jnp.eye(n)])
+    np.testing.assert_allclose(np.sum(one_hot), fm_loss(actions, jnp.ones(n)), rtol=1e-5)
+    np.testing.assert_allclose(np.sum(one_hot * np.asarray(valid)), loss, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -372,14 +388,20 @@ def test_exact_control_is_fixed_point_linear():
     fp = fixed_point_tables(mu, s, scale, w=w)
     noise = jax.random.normal(jax.random.PRNGKey(0), (2048, 2))
 
-    def loss(alpha):
-        ro, adjoints = am_pieces(affine_control(base, alpha, 0 * alpha), base, linear_reward(w), scale, noise, jax.random.PRNGKey(1))
-        assert float(jnp.max(jnp.abs(ro.terminal))) < 1.0
-        return adjoint_matching_loss(ro, adjoints, ro.noise_scales)
+    @jax.jit
+    def loss_and_max_terminal(alpha):
+        fine = affine_control(base, alpha, 0 * alpha)
+        ro, adjoints = am_pieces(fine, base, linear_reward(w), scale, noise, jax.random.PRNGKey(1))
+        return adjoint_matching_loss(ro, adjoints, ro.noise_scales), jnp.max(jnp.abs(ro.terminal))
 
-    zero_control = float(loss(0 * fp['alpha']))
+    def loss(alpha):
+        value, max_terminal = loss_and_max_terminal(jnp.asarray(alpha, jnp.float32))
+        assert float(max_terminal) < 1.0
+        return float(value)
+
+    zero_control = loss(0 * fp['alpha'])
     assert zero_control > 1.0
-    assert float(loss(fp['alpha'])) < 1e-6 * zero_control
+    assert loss(fp['alpha']) < 1e-6 * zero_control
     g2 = schedule(K)[2]
     for k, delta in ((2, 0.05), (8, -0.1)):
         alpha = fp['alpha'].copy()
@@ -398,13 +420,18 @@ def test_exact_control_is_fixed_point_quadratic():
 
     @jax.jit
     def z_scores(alpha, beta):
-        ro, adjoints = am_pieces(affine_control(base, alpha, beta), base, quadratic_reward(q, m), scale, noise, jax.random.PRNGKey(1))
+        fine = affine_control(base, alpha, beta)
+        ro, adjoints = am_pieces(fine, base, quadratic_reward(q, m), scale, noise, jax.random.PRNGKey(1))
         g = ro.noise_scales[:, None, None]
-        residual = 2 * (ro.fine_velocities - ro.base_velocities) / g + g * adjoints
+        target = g * adjoints
+        residual = 2 * (ro.fine_velocities - ro.base_velocities) / g + target
+        # The last step's residual is a deterministic function of x_{K-1} (the rollout's last step is the
+        # noiseless base), zero up to float32 round-off; the floor keeps round-off from reading as signal.
+        floor = 1e-4 * jnp.sqrt(jnp.mean(jnp.square(target), 1))
         scores = []
         for feature in (jnp.ones_like(ro.states), ro.states):
             moment = residual * feature
-            scores.append(jnp.mean(moment, 1) / (jnp.std(moment, 1) / jnp.sqrt(n)))
+            scores.append(jnp.mean(moment, 1) / (jnp.std(moment, 1) / jnp.sqrt(n) + floor))
         return jnp.max(jnp.abs(jnp.stack(scores))), jnp.mean(jnp.abs(ro.terminal) > 1)
 
     z, clipped = z_scores(fp['alpha'], fp['beta'])
@@ -427,7 +454,7 @@ class ResidualField(nn.Module):
         return nn.Dense(self.output_dim, kernel_init=nn.initializers.zeros)(hidden)
 
 
-def train_adjoint_matching(base, reward, scale, d, steps=800, batch=256, lr=3e-3, seed=0):
+def train_adjoint_matching(base, reward, scale, d, steps=600, batch=256, lr=3e-3, seed=0):
     """Adam on adjoint_matching_loss over fresh rollouts; returns the trained fine field."""
     net = ResidualField(d)
     params = net.init(jax.random.PRNGKey(seed), jnp.zeros((1, d)), jnp.zeros((1, 1)))
@@ -455,27 +482,39 @@ def train_adjoint_matching(base, reward, scale, d, steps=800, batch=256, lr=3e-3
 
 
 def evaluate(fine, base, d, n=100_000):
+    """Terminal law of the trained SDE rollout, its path KL, and (for information) the ODE's law."""
+    sample_key, rollout_key, ode_key = jax.random.split(jax.random.PRNGKey(100), 3)
     ro = jax.jit(lambda z, key: memoryless_sde_rollout(fine, base, z, key, K))(
-        jax.random.normal(jax.random.PRNGKey(100), (n, d)), jax.random.PRNGKey(101)
+        jax.random.normal(sample_key, (n, d)), rollout_key
     )
     x = np.asarray(ro.terminal, np.float64)
     kl = np.asarray(path_kl(ro), np.float64)
-    g_last = float(ro.noise_scales[-1])
-    last_term = np.sum((2.0 / K / g_last**2) * np.square(np.asarray(ro.fine_velocities[-1] - ro.base_velocities[-1])), -1)
-    ode = np.asarray(jax.jit(lambda z: euler_ode_sample(fine, z, K, clip=False))(
-        jax.random.normal(jax.random.PRNGKey(102), (n, d))), np.float64)
-    return dict(mean=x.mean(0), var=x.var(0), kl=kl.mean(), kl_applied=(kl - last_term).mean(), ode_mean=ode.mean(0),
-                ode_var=ode.var(0), clipped=np.mean(np.abs(x) > 1))
+    last_control = np.asarray(ro.fine_velocities[-1] - ro.base_velocities[-1], np.float64)
+    last_term = (2.0 / K / float(ro.noise_scales[-1]) ** 2) * np.sum(np.square(last_control), -1)
+    ode = jax.jit(lambda z: euler_ode_sample(fine, z, K, clip=False))(jax.random.normal(ode_key, (n, d)))
+    ode = np.asarray(ode, np.float64)
+    return dict(
+        mean=x.mean(0),
+        var=x.var(0),
+        kl=kl.mean(),
+        kl_applied=(kl - last_term).mean(),
+        ode_mean=ode.mean(0),
+        ode_var=ode.var(0),
+        clipped=np.mean(np.abs(x) > 1),
+    )
 
 
 def report(name, got, fp, cont_mean, cont_var, cont_kl, losses):
-    print(f'\n[{name}] AM loss {losses[0]:.3f} -> {losses[-20:].mean():.4f}; clipped terminal fraction {got["clipped"]:.1e}')
-    print(f'  SDE terminal mean {np.round(got["mean"], 4)}  K=10 exact {np.round(fp["mean"], 4)}  continuous {np.round(cont_mean, 4)}')
-    print(f'  SDE terminal var  {np.round(got["var"], 4)}  K=10 exact {np.round(fp["var"], 4)}  continuous {np.round(cont_var, 4)}'
-          f'  (base-rollout var {np.round(fp["base_var"], 4)})')
-    print(f'  path_kl {got["kl"]:.4f}  K=10 exact {fp["path_kl"].sum():.4f}  continuous {cont_kl:.4f};  without the k=K-1 '
-          f'term (never applied by the rollout) {got["kl_applied"]:.4f}, exact {(fp["path_kl"] - fp["last_step_kl"]).sum():.4f}')
-    print(f'  (ODE of the trained field, for information: mean {np.round(got["ode_mean"], 4)} var {np.round(got["ode_var"], 4)})')
+    r = lambda v: np.round(v, 4)  # noqa: E731
+    exact_applied_kl = (fp['path_kl'] - fp['last_step_kl']).sum()
+    print(f'\n[{name}] AM loss {losses[0]:.3f} -> {losses[-20:].mean():.4f}; clipped terminals {got["clipped"]:.1e}')
+    print(f'  SDE terminal mean {r(got["mean"])}  K=10 exact {r(fp["mean"])}  continuous {r(cont_mean)}')
+    print(f'  SDE terminal var  {r(got["var"])}  K=10 exact {r(fp["var"])}  continuous {r(cont_var)}'
+          f'  (K=10 base rollout {r(fp["base_var"])})')
+    print(f'  path_kl {got["kl"]:.4f}  K=10 exact {fp["path_kl"].sum():.4f}  continuous {cont_kl:.4f}')
+    print(f'  path_kl without the k=K-1 term (a control the rollout never applies) {got["kl_applied"]:.4f},'
+          f' K=10 exact {exact_applied_kl:.4f}')
+    print(f'  (ODE of the trained field, for information: mean {r(got["ode_mean"])} var {r(got["ode_var"])})')
 
 
 def test_adjoint_matching_learns_linear_tilt():
@@ -500,8 +539,9 @@ def test_adjoint_matching_learns_linear_tilt():
     np.testing.assert_allclose(got['mean'] - fp['base_mean'], cont_mean - mu, rtol=0.25)
     np.testing.assert_allclose(got['var'] / fp['base_var'], cont_var / s**2, rtol=0.05)
     # path_kl sums K = 10 terms; the last one (k = K-1, weight 2h / g_{K-1}^2 = 1/2) prices a control the
-    # rollout never applies (its last step is the base), and at this s it is as large as the rest: E path_kl
-    # = 1.33 is 2.1x the Girsanov KL c^2 s^2 |w|^2 / 2 = 0.64. Without that term it is 0.55 (-13%).
+    # rollout never applies (its last step is the base), and at this s it outweighs all the others together
+    # (0.77 vs 0.55): E path_kl = 1.33 is 2.1x the Girsanov KL c^2 s^2 |w|^2 / 2 = 0.64. Without that term
+    # it is 0.55 (-13%).
     np.testing.assert_allclose(got['kl_applied'], cont_kl.sum(), rtol=0.25)
     assert 1.5 * cont_kl.sum() < got['kl'] < 2.5 * cont_kl.sum()
 
@@ -553,7 +593,7 @@ def conditioned_fields():
 
 def test_rollout_and_adjoint_vmap_jit(conditioned_fields):
     fields, obs_dim, d = conditioned_fields
-    num_states, num_samples = 3, 4
+    num_states, num_samples = 2, 3
     obs = jax.random.normal(jax.random.PRNGKey(2), (num_states, obs_dim))
     noise = jax.random.normal(jax.random.PRNGKey(3), (num_states, num_samples, d))
     keys = jax.random.split(jax.random.PRNGKey(4), num_states * num_samples).reshape(num_states, num_samples, -1)
@@ -574,24 +614,24 @@ def test_rollout_and_adjoint_vmap_jit(conditioned_fields):
     assert ro_b.noise_scales.shape == (num_states, num_samples, K)
     assert adj_b.shape == (num_states, num_samples, K, d)
     assert loss_b.shape == kl_b.shape == (num_states, num_samples)
-    single_jit = jax.jit(single)
+    single = jax.jit(single)  # the unbatched call: one state, one sample, its own key
     for i in range(num_states):
         for j in range(num_samples):
-            for fn in (single, single_jit):
-                ro, adjoints, loss, kl = fn(obs[i], noise[i, j], keys[i, j])
-                assert ro.states.shape == (K, d) and ro.terminal.shape == (d,) and adjoints.shape == (K, d)
-                assert loss.shape == () and kl.shape == ()
-                np.testing.assert_allclose(ro.states, ro_b.states[i, j], rtol=1e-5, atol=1e-5)
-                np.testing.assert_allclose(ro.terminal, ro_b.terminal[i, j], rtol=1e-5, atol=1e-5)
-                np.testing.assert_allclose(ro.fine_velocities, ro_b.fine_velocities[i, j], rtol=1e-5, atol=1e-5)
-                np.testing.assert_allclose(adjoints, adj_b[i, j], rtol=1e-5, atol=1e-5)
-                np.testing.assert_allclose(loss, loss_b[i, j], rtol=1e-5)
-                np.testing.assert_allclose(kl, kl_b[i, j], rtol=1e-5, atol=1e-7)
+            ro, adjoints, loss, kl = single(obs[i], noise[i, j], keys[i, j])
+            assert ro.states.shape == (K, d) and ro.terminal.shape == (d,) and adjoints.shape == (K, d)
+            assert ro.noise_scales.shape == (K,) and loss.shape == () and kl.shape == ()
+            np.testing.assert_allclose(ro.states, ro_b.states[i, j], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(ro.terminal, ro_b.terminal[i, j], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(ro.fine_velocities, ro_b.fine_velocities[i, j], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(ro.base_velocities, ro_b.base_velocities[i, j], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(adjoints, adj_b[i, j], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(loss, loss_b[i, j], rtol=1e-5)
+            np.testing.assert_allclose(kl, kl_b[i, j], rtol=1e-5, atol=1e-7)
 
 
 def test_batched_leading_axes_match_vmap(conditioned_fields):
-    """One call on (states, samples, d) with one key = vmap of per-state calls on the same increments;
-    lean_adjoint on (K, B, N, d) = vmap of (K, d) calls."""
+    """One call on (states, samples, d): per-step fields carry the leading axes after K, each state's
+    velocities see its own observation, and lean_adjoint on (K, B, N, d) equals nested vmaps of (K, d) calls."""
     fields, obs_dim, d = conditioned_fields
     num_states, num_samples = 3, 5
     obs = jax.random.normal(jax.random.PRNGKey(5), (num_states, 1, obs_dim))
@@ -600,7 +640,13 @@ def test_batched_leading_axes_match_vmap(conditioned_fields):
     ro = jax.jit(lambda z, key: memoryless_sde_rollout(fine, base, z, key, K))(noise, jax.random.PRNGKey(7))
     assert ro.states.shape == (K, num_states, num_samples, d) and ro.terminal.shape == (num_states, num_samples, d)
     assert ro.noise_scales.shape == (K,)
-    assert path_kl(ro).shape == (num_states, num_samples) and adjoint_matching_loss(ro, ro.states, ro.noise_scales).shape == ()
+    t_col = (jnp.arange(K, dtype=jnp.float32) / K)[:, None]
+    b, n = 2, 4
+    fine_b, base_b = fields(obs[b, 0])
+    np.testing.assert_allclose(ro.fine_velocities[:, b, n], fine_b(ro.states[:, b, n], t_col), atol=1e-5)
+    np.testing.assert_allclose(ro.base_velocities[:, b, n], base_b(ro.states[:, b, n], t_col), atol=1e-5)
+    assert path_kl(ro).shape == (num_states, num_samples)
+    assert adjoint_matching_loss(ro, ro.states, ro.noise_scales).shape == ()
     a_terminal = jax.random.normal(jax.random.PRNGKey(8), (num_states, num_samples, d))
     adjoints = jax.jit(lambda st, a: lean_adjoint(base, st, a, K))(ro.states, a_terminal)
     assert adjoints.shape == (K, num_states, num_samples, d)
@@ -608,7 +654,8 @@ def test_batched_leading_axes_match_vmap(conditioned_fields):
     def one(o, states, a):  # states (K, d), a (d,)
         return lean_adjoint(fields(o)[1], states, a, K)
 
-    per_sample = jax.vmap(jax.vmap(one, in_axes=(None, 1, 0), out_axes=1), in_axes=(0, 1, 0), out_axes=1)
+    per_state = jax.vmap(one, in_axes=(None, 1, 0), out_axes=1)
+    per_sample = jax.jit(jax.vmap(per_state, in_axes=(0, 1, 0), out_axes=1))
     np.testing.assert_allclose(per_sample(obs[:, 0], ro.states, a_terminal), adjoints, rtol=1e-5, atol=1e-6)
     # adjoint_matching_loss is the batch mean of the per-sample sums.
     rng = np.random.default_rng(0)
@@ -616,5 +663,6 @@ def test_batched_leading_axes_match_vmap(conditioned_fields):
     fake = fake._replace(terminal=fake.terminal[0])
     adj = jnp.asarray(rng.normal(size=(K, 6, d)), jnp.float32)
     sig = ro.noise_scales[:, None, None]
-    expected = np.mean(np.sum(np.square(2 * (fake.fine_velocities - fake.base_velocities) / sig + sig * adj), axis=(0, 2)))
+    residuals = 2 * (fake.fine_velocities - fake.base_velocities) / sig + sig * adj
+    expected = np.mean(np.sum(np.square(residuals), axis=(0, 2)))
     np.testing.assert_allclose(adjoint_matching_loss(fake, adj, ro.noise_scales), expected, rtol=1e-5)

@@ -33,13 +33,14 @@ class MLP(nn.Module):
 class Value(nn.Module):
     """Q(s, a) (or V(s) when called without actions) as an ensemble of `num_ensembles` MLPs.
 
-    Returns shape (num_ensembles, *batch) when num_ensembles > 1, else (*batch,).
+    Returns shape (num_ensembles, *batch) for an ensemble (any integer, 1 included, so that ensemble
+    reductions over axis 0 stay correct), and (*batch,) for a single network (num_ensembles=None).
     Extra inputs (e.g. flow time for classifier guidance) are concatenated after the action.
     """
 
     hidden_dims: Sequence[int]
     layer_norm: bool = True
-    num_ensembles: int = 1
+    num_ensembles: Optional[int] = None
 
     @nn.compact
     def __call__(self, observations, actions=None, times=None):
@@ -50,7 +51,7 @@ class Value(nn.Module):
             inputs.append(times)
         inputs = jnp.concatenate(inputs, axis=-1)
         mlp_class = MLP
-        if self.num_ensembles > 1:
+        if self.num_ensembles is not None:
             # One set of parameters per member, one batched matmul for all of them.
             mlp_class = nn.vmap(
                 MLP,

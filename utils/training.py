@@ -8,6 +8,17 @@ import jax
 from utils.datasets import sample_sequences
 
 
+def train_step(agent, dataset, data_key, step, *, batch_size, horizon_length):
+    """One update at `step`: the batch drawn with `fold_in(data_key, step)`, then `agent.update`.
+
+    The inner step of `train_steps`, un-jitted so it can be scanned or vmapped (experiments/multi_seed.py).
+    """
+    batch = sample_sequences(
+        dataset, jax.random.fold_in(data_key, step), batch_size, horizon_length, agent.config['discount']
+    )
+    return agent.update(batch)
+
+
 @partial(jax.jit, static_argnames=('num_updates', 'batch_size', 'horizon_length'), donate_argnums=0)
 def train_steps(agent, dataset, data_key, first_step, *, num_updates, batch_size, horizon_length):
     """Runs updates for steps first_step .. first_step + num_updates - 1.
@@ -18,10 +29,7 @@ def train_steps(agent, dataset, data_key, first_step, *, num_updates, batch_size
     """
 
     def one_update(agent, step):
-        batch = sample_sequences(
-            dataset, jax.random.fold_in(data_key, step), batch_size, horizon_length, agent.config['discount']
-        )
-        return agent.update(batch)
+        return train_step(agent, dataset, data_key, step, batch_size=batch_size, horizon_length=horizon_length)
 
     agent, infos = jax.lax.scan(one_update, agent, first_step + jax.numpy.arange(num_updates))
     return agent, jax.tree_util.tree_map(lambda values: values[-1], infos)

@@ -1,0 +1,723 @@
+"""Results tables and curves from run directories (main.py's `{save_dir}/{run_name}/`).
+
+    python experiments/aggregate.py --runs_dir=runs/paper --step=offline_end --reference
+    python experiments/aggregate.py --runs_dir=runs/cpu_preset --step=online_end --expect=cpu
+
+For the chosen step (`offline_end`: the evaluation at step == offline_steps of each run; `online_end`: at
+offline_steps + online_steps; or a step number) it reports the success rate (%) per task, per domain and
+"all" (the mean of the domain means), as the mean and sample standard deviation over seeds (per domain
+and "all": over the per-seed averages of the tasks / domains, from the seeds that have every task), plus
+the IQM over runs x tasks with 95% stratified-bootstrap confidence intervals (rliable when it is installed,
+else a numpy implementation of the same estimator). Runs that are expected but absent, or whose eval.csv
+stops before the step, are listed and never averaged in. `--reference` puts the published numbers beside
+ours (QAM paper per domain and "all"; the TRQAM paper's offline "all" row).
+
+Methods are labelled from the agent config: qam -> QAM, or QAM-E (edit_scale > 0) or QAM-F (fql_alpha > 0);
+cgql -> CGQL-L (mode linex), CGQL-M (mse), CGQL (simple); --bc_only runs -> BC; others by agent_name
+(TRQAM, FQL, IFQL, DSRL). A run whose configuration is also another method's configuration on its domain
+(QAM on scene / cube-double, where the QAM paper's QAM-E has edit_scale 0) counts for both.
+
+Importable: load_runs, success_table, to_markdown, to_latex, plot_curves, load_reference, iqm, iqm_interval.
+"""
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+if __package__ in (None, ''):  # `python experiments/aggregate.py` from the repository root.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils import domains as domains_lib  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_REFERENCE_DIR = '../shared/reference_results/'
+METHOD_ORDER = ('TRQAM', 'QAM', 'QAM-E', 'QAM-F', 'FQL', 'IFQL', 'DSRL', 'CGQL-L', 'CGQL-M', 'CGQL', 'BC')
+SUCCESS_KEY = 'evaluation/success'
+DUAL_KEYS = ('training/dual/lambda', 'training/dual/path_kl', 'training/dual/kl_ema', 'training/dual/kl_budget')
+SIZE_KEYS = ('actor_hidden_dims', 'value_hidden_dims', 'actor_layer_norm', 'num_qs', 'batch_size')
+REFERENCE_PHASES = {'offline_end': 'offline_1M', 'online_end': 'online_end_1.5M'}
+# TRQAM paper (arXiv 2605.27079), offline success (%) over all 50 tasks, 8 seeds, from its aggregate table.
+TRQAM_PAPER_ALL_OFFLINE = {'TRQAM': 68, 'DSRL': 46, 'QAM-E': 45, 'QAM': 35, 'IFQL': 35, 'FQL': 28}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Runs.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def read_csv(path: str) -> List[Dict[str, float]]:
+    """Rows of a main.py CSV: numbers as floats, empty cells NaN, other text (the `phase` column) kept."""
+    import csv
+
+    def value(text):
+        if text in ('', None):
+            return float('nan')
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with open(path, newline='') as f:
+        return [{key: value(text) for key, text in row.items()} for row in csv.DictReader(f)]
+
+
+@dataclasses.dataclass
+class Run:
+    run_dir: str
+    method: str
+    agent_name: str
+    env_name: str
+    domain: str
+    seed: int
+    offline_steps: int
+    online_steps: int
+    config: dict
+    eval_rows: List[Dict[str, float]]
+    alias_of: Optional[str] = None  # set on the copy that counts this run under another method's label
+
+    @property
+    def total_steps(self) -> int:
+        return self.offline_steps + self.online_steps
+
+    def target_step(self, step) -> int:
+        if step == 'offline_end':
+            return self.offline_steps
+        if step == 'online_end':
+            return self.total_steps
+        return int(step)
+
+    def success_at(self, step) -> Optional[float]:
+        """Success (%) at the evaluation row of `step`, None when eval.csv has no such row."""
+        target = self.target_step(step)
+        for row in self.eval_rows:
+            if int(row['step']) == target and SUCCESS_KEY in row and math.isfinite(row[SUCCESS_KEY]):
+                return 100.0 * row[SUCCESS_KEY]
+        return None
+
+    def last_eval_step(self) -> Optional[int]:
+        return int(self.eval_rows[-1]['step']) if self.eval_rows else None
+
+    def train_rows(self) -> List[Dict[str, float]]:
+        path = os.path.join(self.run_dir, 'train.csv')
+        if not os.path.exists(path):
+            return []
+        return read_csv(path)
+
+
+def method_label(agent_config: dict, bc_only: bool = False) -> str:
+    """The table label of a run from its agent config (see the module docstring)."""
+    name = agent_config.get('agent_name', '')
+    if bc_only or name == 'bc_flow':
+        return 'BC'
+    if name == 'qam':
+        if (agent_config.get('edit_scale') or 0) > 0:
+            return 'QAM-E'
+        if (agent_config.get('fql_alpha') or 0) > 0:
+            return 'QAM-F'
+        return 'QAM'
+    if name == 'cgql':
+        return {'linex': 'CGQL-L', 'mse': 'CGQL-M', 'simple': 'CGQL'}.get(agent_config.get('mode'), 'CGQL')
+    return name.upper()
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and \
+            all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def aliases(run: Run) -> List[str]:
+    """Other paper methods whose per-domain configuration (network sizes aside) is this run's, and whose
+    config-derived label is this run's label (QAM-E with edit_scale 0 is QAM)."""
+    if run.method == 'BC' or run.domain not in domains_lib.DOMAINS:
+        return []
+    found = []
+    for method in domains_lib.PAPER_METHODS:
+        if method == run.method or domains_lib.AGENT_FILES[method] != f'agents/{run.agent_name}.py':
+            continue
+        overrides = {key: value for key, value in domains_lib.agent_overrides(method, run.env_name).items()
+                     if key not in SIZE_KEYS}
+        if method_label({**run.config, **overrides}) != run.method:
+            continue
+        if all(_same(run.config.get(key), value) for key, value in overrides.items()):
+            found.append(method)
+    return found
+
+
+def load_run(run_dir: str) -> Optional[Run]:
+    with open(os.path.join(run_dir, 'flags.json')) as f:
+        flags = json.load(f)
+    config = flags.get('agent')
+    if not isinstance(config, dict) or 'env_name' not in flags:
+        return None  # not a main.py run directory
+    bc_only = bool(flags.get('bc_only'))
+    eval_path = os.path.join(run_dir, 'eval.csv')
+    rows = read_csv(eval_path) if os.path.exists(eval_path) else []
+    rows.sort(key=lambda row: row['step'])
+    env_name = flags['env_name']
+    return Run(run_dir=run_dir, method=method_label(config, bc_only), agent_name=config.get('agent_name', ''),
+               env_name=env_name, domain=domains_lib.domain_name(env_name), seed=int(flags.get('seed', 0)),
+               offline_steps=int(flags.get('offline_steps') or 0),
+               online_steps=0 if bc_only else int(flags.get('online_steps') or 0), config=config, eval_rows=rows)
+
+
+def load_runs(runs_dir: str, with_aliases: bool = True) -> List[Run]:
+    """Every run directory under `runs_dir` (recursively: folders holding a flags.json of main.py).
+
+    With `with_aliases`, a run also appears, as a copy with `alias_of` set, under every other method label
+    whose configuration it is (see `aliases`).
+    """
+    paths = sorted(glob.glob(os.path.join(runs_dir, '**', 'flags.json'), recursive=True))
+    runs = []
+    for path in paths:
+        run = load_run(os.path.dirname(path))
+        if run is None:
+            continue
+        runs.append(run)
+        if with_aliases:
+            runs += [dataclasses.replace(run, method=method, alias_of=run.method) for method in aliases(run)]
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Statistics.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def iqm(scores) -> float:
+    """Interquartile mean: the 25% trimmed mean over all entries (scipy.stats.trim_mean(x, 0.25, axis=None),
+    as rliable's metrics.aggregate_iqm)."""
+    values = np.sort(np.asarray(scores, np.float64).ravel())
+    cut = int(0.25 * len(values))
+    return float(np.mean(values[cut:len(values) - cut]))
+
+
+def _bootstrap_iqm_numpy(matrix, reps, confidence, seed):
+    """Percentile bootstrap, stratified over tasks: each task's runs are resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    num_runs, num_tasks = matrix.shape
+    stats = np.empty(reps)
+    for start in range(0, reps, 1000):
+        count = min(1000, reps - start)
+        indices = rng.integers(0, num_runs, size=(count, num_runs, num_tasks))
+        samples = matrix[indices, np.arange(num_tasks)]  # (count, runs, tasks)
+        flat = np.sort(samples.reshape(count, -1), axis=1)
+        cut = int(0.25 * flat.shape[1])
+        stats[start:start + count] = flat[:, cut:flat.shape[1] - cut].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def iqm_interval(matrix, reps: int = 5000, confidence: float = 0.95, seed: int = 0, use_rliable: bool = True):
+    """(IQM, CI low, CI high, backend) of a (num_runs, num_tasks) score matrix, with a stratified bootstrap
+    over runs (rliable.library.get_interval_estimates, percentile method); numpy fallback without rliable."""
+    matrix = np.asarray(matrix, np.float64)
+    point = iqm(matrix)
+    if matrix.shape[0] < 2:
+        return point, point, point, 'single run'
+    if use_rliable:
+        try:
+            from rliable import library as rly
+            from rliable import metrics
+        except Exception:  # noqa: BLE001 - rliable (or its dependencies) absent or broken: use the fallback
+            use_rliable = False
+    if use_rliable:
+        import warnings
+
+        with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes
+            warnings.simplefilter('ignore', FutureWarning)
+            points, intervals = rly.get_interval_estimates(
+                {'m': matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), method='percentile', reps=reps,
+                confidence_interval_size=confidence, random_state=np.random.RandomState(seed))
+        return float(points['m'][0]), float(intervals['m'][0, 0]), float(intervals['m'][1, 0]), 'rliable'
+    low, high = _bootstrap_iqm_numpy(matrix, reps, confidence, seed)
+    return point, low, high, 'numpy'
+
+
+@dataclasses.dataclass
+class Stats:
+    mean: float
+    std: float  # sample standard deviation (ddof 1); nan with fewer than 2 values
+    n: int  # seeds behind the std (per domain / all: the seeds with every task)
+
+    @classmethod
+    def of(cls, values, mean=None):
+        values = [v for v in values if v is not None]
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else float('nan')
+        if mean is None:
+            mean = float(np.mean(values)) if values else float('nan')
+        return cls(mean, std, len(values))
+
+
+@dataclasses.dataclass
+class Table:
+    step: str
+    methods: List[str]
+    domains: List[str]
+    envs: List[str]
+    per_task: Dict[Tuple[str, str], Stats]
+    per_domain: Dict[Tuple[str, str], Stats]
+    all: Dict[str, Stats]
+    # (method, domain or 'all') -> (IQM, CI low, CI high, number of runs, number of tasks)
+    iqm: Dict[Tuple[str, str], Tuple[float, float, float, int, int]]
+    missing: List[Tuple[str, str, int, str]]  # (method, env, seed, reason)
+    scores: Dict[Tuple[str, str, int], float]  # (method, env, seed) -> success (%)
+    notes: List[str]
+    iqm_backend: str = ''
+
+    def domain_envs(self, domain):
+        return [env for env in self.envs if domains_lib.domain_name(env) == domain]
+
+
+def _ordered(items, order):
+    order = list(order)
+    return sorted(items, key=lambda item: (order.index(item) if item in order else len(order), item))
+
+
+def _env_order(envs):
+    order = list(domains_lib.DOMAINS)
+
+    def key(env):
+        domain = domains_lib.domain_name(env)
+        return (order.index(domain) if domain in order else len(order), domain, env)
+
+    return sorted(envs, key=key)
+
+
+def success_table(runs: List[Run], step='offline_end', expected=None, include_bc: bool = False,
+                  bootstrap_reps: int = 5000, seed: int = 0, use_rliable: bool = True) -> Table:
+    """The success table at `step` ('offline_end', 'online_end' or a step number).
+
+    `expected`: (method, env, seed) triples that should exist (e.g. `experiments.sweep.expected_runs()`);
+    by default the full grid of the methods, tasks and seeds found. Expected runs that are absent, or
+    whose eval.csv has no row at the step, are listed in `missing` and left out of every average.
+    """
+    runs = [run for run in runs if include_bc or run.method != 'BC']
+    scores, missing, notes, seen = {}, [], [], {}
+    for run in runs:
+        key = (run.method, run.env_name, run.seed)
+        previous = seen.get(key)
+        if previous is not None:
+            if previous.alias_of is not None and run.alias_of is None:  # a run of its own beats an alias
+                scores.pop(key, None)
+                missing = [m for m in missing if m[:3] != key]
+            else:
+                if previous.alias_of is None and run.alias_of is None:
+                    notes.append(f'{run.method} {run.env_name} seed {run.seed}: several runs ({previous.run_dir}, '
+                                 f'{run.run_dir}); the first is used.')
+                continue
+        seen[key] = run
+        value = run.success_at(step)
+        if value is None:
+            last = run.last_eval_step()
+            reason = 'no evaluation yet' if last is None else f'eval.csv ends at step {last}'
+            missing.append((run.method, run.env_name, run.seed,
+                            f'incomplete: no evaluation at step {run.target_step(step)} ({reason}; {run.run_dir})'))
+        else:
+            scores[key] = value
+    if expected is None:
+        methods = {run.method for run in runs}
+        envs = {run.env_name for run in runs}
+        seeds = {run.seed for run in runs}
+        expected = [(m, e, s) for m in methods for e in envs for s in seeds]
+    else:
+        expected = [key for key in expected if include_bc or key[0] != 'BC']
+    for key in expected:
+        if key not in seen:
+            missing.append((*key, 'missing: no run directory'))
+    aliased = sorted({(run.method, run.alias_of, run.domain) for run in runs if run.alias_of})
+    for method, alias_of, domain in aliased:
+        notes.append(f'{method} on {domain}: the {alias_of} runs, which have its configuration there '
+                     f'(utils/domains.py).')
+
+    methods = _ordered({key[0] for key in list(scores) + [m[:3] for m in missing]}, METHOD_ORDER)
+    envs = _env_order({key[1] for key in list(scores) + [m[:3] for m in missing]})
+    domain_names = _ordered({domains_lib.domain_name(env) for env in envs}, domains_lib.DOMAINS)
+    table = Table(step=str(step), methods=methods, domains=domain_names, envs=envs, per_task={}, per_domain={},
+                  all={}, iqm={}, missing=sorted(missing, key=lambda m: (m[0], m[1], m[2])), scores=scores,
+                  notes=notes)
+    backends = set()
+    for method in methods:
+        seed_domain_scores = {}  # seed -> {domain: mean over the domain's tasks}
+        domain_means = []
+        all_matrix_tasks = []
+        for domain in domain_names:
+            domain_envs = [env for env in table.domain_envs(domain)]
+            task_values = {env: {s: v for (m, e, s), v in scores.items() if m == method and e == env}
+                           for env in domain_envs}
+            for env, values in task_values.items():
+                if values:
+                    table.per_task[(method, env)] = Stats.of(list(values.values()))
+            present = [env for env, values in task_values.items() if values]
+            if not present:
+                continue
+            complete_seeds = sorted(set.intersection(*(set(task_values[env]) for env in domain_envs)))
+            per_seed = {s: float(np.mean([task_values[env][s] for env in domain_envs])) for s in complete_seeds}
+            mean = float(np.mean([table.per_task[(method, env)].mean for env in present]))
+            table.per_domain[(method, domain)] = Stats.of(list(per_seed.values()), mean=mean)
+            domain_means.append(mean)
+            for s, value in per_seed.items():
+                seed_domain_scores.setdefault(s, {})[domain] = value
+            if complete_seeds:
+                matrix = np.array([[task_values[env][s] for env in domain_envs] for s in complete_seeds])
+                point, low, high, backend = iqm_interval(matrix, bootstrap_reps, seed=seed, use_rliable=use_rliable)
+                backends.add(backend)
+                table.iqm[(method, domain)] = (point, low, high, len(complete_seeds), len(domain_envs))
+            all_matrix_tasks += [(env, task_values[env]) for env in domain_envs]
+        if domain_means:
+            method_domains = [d for d in domain_names if (method, d) in table.per_domain]
+            per_seed_all = [float(np.mean([values[d] for d in method_domains]))
+                            for values in seed_domain_scores.values() if all(d in values for d in method_domains)]
+            table.all[method] = Stats.of(per_seed_all, mean=float(np.mean(domain_means)))
+            if len(method_domains) < len(domain_names):
+                notes.append(f'{method}: "all" averages {len(method_domains)} of {len(domain_names)} domains.')
+            common = sorted(set.intersection(*(set(values) for _, values in all_matrix_tasks)))
+            if common:
+                matrix = np.array([[values[s] for _, values in all_matrix_tasks] for s in common])
+                point, low, high, backend = iqm_interval(matrix, bootstrap_reps, seed=seed, use_rliable=use_rliable)
+                backends.add(backend)
+                table.iqm[(method, 'all')] = (point, low, high, len(common), len(all_matrix_tasks))
+    table.iqm_backend = ', '.join(sorted(backends))
+    return table
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Published numbers.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def resolve_reference_dir(reference_dir: str = DEFAULT_REFERENCE_DIR) -> str:
+    return reference_dir if os.path.isabs(reference_dir) else os.path.normpath(os.path.join(REPO_ROOT, reference_dir))
+
+
+def load_reference(reference_dir: str = DEFAULT_REFERENCE_DIR) -> Dict[str, Dict[Tuple[str, str], Tuple[float, float]]]:
+    """{phase: {(method, domain or 'all'): (mean, std)}} from qam_paper_success.csv (relative paths are
+    relative to the repository root)."""
+    path = os.path.join(resolve_reference_dir(reference_dir), 'qam_paper_success.csv')
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f'Published results not found: {path} is missing. --reference needs the reference_results folder '
+            f'(qam_paper_success.csv); pass --reference_dir=DIR (default {DEFAULT_REFERENCE_DIR!r}, relative to the '
+            'repository root) or run without --reference.')
+    import csv
+
+    reference = {}
+    with open(path, newline='') as f:
+        for row in csv.DictReader(f):
+            reference.setdefault(row['phase'], {})[(row['method'], row['domain'])] = (
+                float(row['success_mean_pct']), float(row['success_std_pct']))
+    return reference
+
+
+def _reference_for(reference, step):
+    if reference is None or step not in REFERENCE_PHASES:
+        return None
+    return reference.get(REFERENCE_PHASES[step], {})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Output.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value, digits=1):
+    return '-' if value is None or not math.isfinite(value) else f'{value:.{digits}f}'
+
+
+def _cell(stats: Optional[Stats], max_n: int, pm: str, reference=None):
+    if stats is None:
+        text = '-'
+    else:
+        text = _fmt(stats.mean) + (f' {pm} {_fmt(stats.std)}' if math.isfinite(stats.std) else '')
+        if stats.n < max_n:
+            text += f' (n={stats.n})'
+    if reference is not None:
+        text += f' / {reference[0]:g} {pm} {reference[1]:g}'
+    return text
+
+
+def _step_title(step):
+    if step == 'offline_end':
+        return 'at the end of offline training (step = offline_steps of each run)'
+    if step == 'online_end':
+        return 'at the end of online fine-tuning (step = offline_steps + online_steps)'
+    return f'at step {step}'
+
+
+def _rows(table: Table, reference, pm):
+    """(header, domain rows, reference rows, iqm rows, task rows) as lists of cell strings."""
+    ref = _reference_for(reference, table.step)
+    max_n = max([s.n for s in list(table.per_domain.values()) + list(table.all.values())] + [0])
+    domain_rows = []
+    for domain in table.domains + ['all']:
+        cells = [domain]
+        for method in table.methods:
+            stats = table.all.get(method) if domain == 'all' else table.per_domain.get((method, domain))
+            cells.append(_cell(stats, max_n, pm, ref.get((method, domain)) if ref is not None else None))
+        domain_rows.append(cells)
+    reference_rows = []
+    if reference is not None and table.step == 'offline_end':
+        reference_rows.append(['all, TRQAM paper (offline, 50 tasks, 8 seeds)'] +
+                              [str(TRQAM_PAPER_ALL_OFFLINE.get(m, '')) for m in table.methods])
+    iqm_rows = []
+    for domain in table.domains + ['all']:
+        cells = [domain]
+        for method in table.methods:
+            value = table.iqm.get((method, domain))
+            cells.append('-' if value is None else
+                         f'{_fmt(value[0])} [{_fmt(value[1])}, {_fmt(value[2])}] ({value[3]}x{value[4]})')
+        iqm_rows.append(cells)
+    max_task_n = max([s.n for s in table.per_task.values()] + [0])
+    task_rows = [[env] + [_cell(table.per_task.get((m, env)), max_task_n, pm) for m in table.methods]
+                 for env in table.envs]
+    return ['domain'] + table.methods, domain_rows, reference_rows, iqm_rows, task_rows
+
+
+def _reference_note(reference, step):
+    if reference is None:
+        return ''
+    if step not in REFERENCE_PHASES:
+        return ' No published numbers exist for this step.'
+    return (' After " / ": the QAM paper (12 seeds, no BC pre-training, 1M offline steps'
+            + (' + 500K online' if step == 'online_end' else '') + ').'
+            + (' The TRQAM paper row is its offline aggregate over all 50 tasks.' if step == 'offline_end' else ''))
+
+
+def to_markdown(table: Table, reference=None) -> str:
+    """Markdown: per domain and "all", IQM, per task, notes, missing runs. `reference`: `load_reference()`."""
+    header, domain_rows, reference_rows, iqm_rows, task_rows = _rows(table, reference, '±')
+
+    def markdown_table(head, rows):
+        lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+        return lines + ['| ' + ' | '.join(row) + ' |' for row in rows]
+
+    lines = [f'## Success rate (%) {_step_title(table.step)}', '',
+             'Mean ± sample std over seeds; per domain and "all" (the mean of the domain means) the std is over the '
+             'per-seed averages, from the seeds that have every task; (n=k): fewer seeds than elsewhere.'
+             + _reference_note(reference, table.step), '']
+    lines += markdown_table(header, domain_rows + reference_rows)
+    if table.iqm:
+        lines += ['', f'### IQM (%) with 95% stratified bootstrap CI over seeds ({table.iqm_backend}); (runs x tasks)',
+                  '']
+        lines += markdown_table(header, iqm_rows)
+    lines += ['', '### Per task', '']
+    lines += markdown_table(['task'] + table.methods, task_rows)
+    if table.notes:
+        lines += ['', '### Notes', ''] + [f'- {note}' for note in table.notes]
+    lines += ['', f'### Missing or incomplete runs ({len(table.missing)}), not averaged in', '']
+    lines += [f'- {m} {env} seed {s}: {reason}' for m, env, s, reason in table.missing] or ['- none']
+    return '\n'.join(lines) + '\n'
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (('\\', r'\textbackslash{}'), ('&', r'\&'), ('%', r'\%'), ('_', r'\_'), ('#', r'\#')):
+        text = text.replace(char, escaped)
+    return text
+
+
+def to_latex(table: Table, reference=None) -> str:
+    """LaTeX (booktabs) tables: per domain with "all" (and the published rows), IQM, per task."""
+    header, domain_rows, reference_rows, iqm_rows, task_rows = _rows(table, reference, r'$\pm$')
+
+    def tabular(caption, head, rows, midrule_before=()):
+        spec = 'l' + 'c' * (len(head) - 1)
+        out = [r'\begin{table}[t]', r'\centering', r'\resizebox{\linewidth}{!}{%', rf'\begin{{tabular}}{{{spec}}}',
+               r'\toprule', ' & '.join(_latex_escape(h) for h in head) + r' \\', r'\midrule']
+        for index, row in enumerate(rows):
+            if index in midrule_before:
+                out.append(r'\midrule')
+            out.append(' & '.join(_latex_escape(row[0]) if i == 0 else c.replace('[', '{[}').replace(']', '{]}')
+                                  for i, c in enumerate(row)) + r' \\')
+        out += [r'\bottomrule', r'\end{tabular}}', rf'\caption{{{caption}}}', r'\end{table}']
+        return '\n'.join(out)
+
+    step = _latex_escape(_step_title(table.step))
+    blocks = [tabular(f'Success rate (\\%) {step}: mean $\\pm$ std over seeds.'
+                      + _latex_escape(_reference_note(reference, table.step)),
+                      header, domain_rows + reference_rows, midrule_before=(len(table.domains),))]
+    if table.iqm:
+        blocks.append(tabular(f'IQM (\\%) {step} with 95\\% stratified bootstrap confidence intervals.',
+                              header, iqm_rows, midrule_before=(len(table.domains),)))
+    blocks.append(tabular(f'Success rate (\\%) per task {step}.', ['task'] + table.methods, task_rows))
+    return '\n\n'.join(blocks) + '\n'
+
+
+def to_json(table: Table) -> dict:
+    def stats(s):
+        return {'mean': s.mean, 'std': s.std, 'n': s.n}
+
+    return {
+        'step': table.step, 'methods': table.methods, 'domains': table.domains, 'envs': table.envs,
+        'per_task': {f'{m}|{e}': stats(s) for (m, e), s in table.per_task.items()},
+        'per_domain': {f'{m}|{d}': stats(s) for (m, d), s in table.per_domain.items()},
+        'all': {m: stats(s) for m, s in table.all.items()},
+        'iqm': {f'{m}|{d}': dict(zip(('iqm', 'ci_low', 'ci_high', 'runs', 'tasks'), v))
+                for (m, d), v in table.iqm.items()},
+        'missing': [dict(zip(('method', 'env', 'seed', 'reason'), m)) for m in table.missing],
+        'notes': table.notes,
+    }
+
+
+def write_tables(table: Table, out_dir: str, suffix: str = '', reference=None) -> List[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f'results_{suffix or table.step}')
+    with open(stem + '.md', 'w') as f:
+        f.write(to_markdown(table, reference))
+    with open(stem + '.tex', 'w') as f:
+        f.write(to_latex(table, reference))
+    with open(stem + '.json', 'w') as f:
+        json.dump(to_json(table), f, indent=2)
+    return [stem + '.md', stem + '.tex', stem + '.json']
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Curves.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _seed_curve(runs, key, rows_of):
+    """steps, mean, std over seeds of the per-seed average (over the runs' tasks) of column `key`."""
+    per_seed = {}
+    for run in runs:
+        for row in rows_of(run):
+            value = row.get(key)
+            if value is not None and math.isfinite(value):
+                per_seed.setdefault(run.seed, {}).setdefault(int(row['step']), []).append(value)
+    steps = sorted({step for values in per_seed.values() for step in values})
+    means, stds = [], []
+    for step in steps:
+        values = [float(np.mean(v[step])) for v in per_seed.values() if step in v]
+        means.append(float(np.mean(values)))
+        stds.append(float(np.std(values)) if len(values) > 1 else 0.0)
+    return np.array(steps), np.array(means), np.array(stds)
+
+
+def plot_curves(runs: List[Run], out_dir: str, include_bc: bool = False) -> List[str]:
+    """PNG files: success vs step per method for each domain (`curves_{domain}.png`; mean over seeds of
+    the per-seed task average, band = std over seeds) and, for TRQAM runs, the dual variables
+    (`trqam_dual_{domain}.png`: lambda_eff, path KL, its EMA and the budget vs step)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    runs = [run for run in runs if include_bc or run.method != 'BC']
+    paths = []
+    by_domain = {}
+    for run in runs:
+        by_domain.setdefault(run.domain, {}).setdefault(run.method, []).append(run)
+    for domain in _ordered(by_domain, domains_lib.DOMAINS):
+        fig, axis = plt.subplots(figsize=(7, 4))
+        offline_steps = set()
+        for method in _ordered(by_domain[domain], METHOD_ORDER):
+            group = by_domain[domain][method]
+            steps, mean, std = _seed_curve(group, SUCCESS_KEY, lambda run: run.eval_rows)
+            if len(steps) == 0:
+                continue
+            offline_steps.update(run.offline_steps for run in group if run.online_steps > 0)
+            line, = axis.plot(steps, 100 * mean, marker='o', markersize=3, label=method)
+            axis.fill_between(steps, 100 * (mean - std), 100 * (mean + std), color=line.get_color(), alpha=0.15)
+        for step in sorted(offline_steps):
+            axis.axvline(step, color='grey', linestyle='--', linewidth=1)
+        axis.set_xlabel('step')
+        axis.set_ylabel('success (%)')
+        axis.set_title(f'{domain} (mean over seeds of the task average; band: std over seeds)', fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc='best')
+        fig.tight_layout()
+        path = os.path.join(out_dir, f'curves_{domain}.png')
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+
+        trqam = [run for run in by_domain[domain].get('TRQAM', []) if run.alias_of is None]
+        if trqam:
+            cache = {run.run_dir: run.train_rows() for run in trqam}
+            fig, axes = plt.subplots(1, len(DUAL_KEYS), figsize=(4 * len(DUAL_KEYS), 3.5))
+            for axis, key in zip(axes, DUAL_KEYS):
+                steps, mean, std = _seed_curve(trqam, key, lambda run: cache[run.run_dir])
+                if len(steps):
+                    axis.plot(steps, mean)
+                    axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
+                axis.set_title(key.split('/')[-1] + (' (lambda_eff)' if key.endswith('lambda') else ''))
+                axis.set_xlabel('step')
+                axis.grid(alpha=0.3)
+                if key.endswith(('path_kl', 'kl_ema')):
+                    axis.set_yscale('symlog', linthresh=1e-3)
+            fig.suptitle(f'TRQAM dual variables, {domain}')
+            fig.tight_layout()
+            path = os.path.join(out_dir, f'trqam_dual_{domain}.png')
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def parse_step(text: str):
+    if text in ('offline_end', 'online_end'):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f'--step must be offline_end, online_end or a step number, got {text!r}.') from None
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string('runs_dir', 'runs', 'Folder searched recursively for run directories (flags.json).')
+    flags.DEFINE_string('step', 'offline_end', 'offline_end, online_end or a step number.')
+    flags.DEFINE_string('out_dir', None, 'Where tables and PNGs go (default: {runs_dir}/aggregate).')
+    flags.DEFINE_bool('reference', False, 'Put the published numbers beside ours.')
+    flags.DEFINE_string('reference_dir', DEFAULT_REFERENCE_DIR, 'Folder of qam_paper_success.csv (relative paths: '
+                        'relative to the repository root).')
+    flags.DEFINE_string('expect', None, 'Expected runs: a sweep preset (paper, cpu) or none (default: the grid of '
+                        'the methods, tasks and seeds found).')
+    flags.DEFINE_bool('include_bc', False, 'Also report the BC pre-training runs (label BC).')
+    flags.DEFINE_integer('bootstrap_reps', 5000, 'Bootstrap replications of the IQM confidence intervals.')
+    flags.DEFINE_bool('plots', True, 'Write the PNG curves.')
+
+
+def main(_):
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    step = parse_step(FLAGS.step)
+    reference = load_reference(FLAGS.reference_dir) if FLAGS.reference else None
+    runs = load_runs(FLAGS.runs_dir)
+    expected = None
+    if FLAGS.expect:
+        from experiments.sweep import expected_runs
+
+        expected = expected_runs(FLAGS.expect)
+    table = success_table(runs, step=step, expected=expected, include_bc=FLAGS.include_bc,
+                          bootstrap_reps=FLAGS.bootstrap_reps)
+    out_dir = FLAGS.out_dir or os.path.join(FLAGS.runs_dir, 'aggregate')
+    print(to_markdown(table, reference))
+    written = write_tables(table, out_dir, reference=reference)
+    if FLAGS.plots:
+        written += plot_curves(runs, out_dir, include_bc=FLAGS.include_bc)
+    print(f'{len([r for r in runs if r.alias_of is None])} run directories; wrote {", ".join(written)}.')
+
+
+if __name__ == '__main__':
+    from absl import app
+
+    _define_flags()
+    app.run(main)
