@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import optax
 
+from utils.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
 from utils.flax_utils import ModuleDict, TrainState, nonpytree_field
 
 
@@ -59,6 +60,36 @@ class Agent(flax.struct.PyTreeNode):
     # Modules of this agent that start from the BC pre-trained flow (`--pretrained_actor_path`),
     # with their target copies when they have one.
     PRETRAINED_FLOW_MODULES: ClassVar[Tuple[str, ...]] = ()
+
+    def critic_loss(self, batch, grad_params, rng):
+        """Section 2: the ensemble regresses to R + gamma^H mask (mean - rho std) of the target critics at
+        a' drawn by the agent's own sampler at s'."""
+        next_actions = self.sample_actions(batch['next_observations'], rng)
+        next_qs = self.network.select('target_critic')(batch['next_observations'], next_actions)
+        next_value = pessimistic_ensemble_value(next_qs, self.config['rho'])
+        targets = chunk_td_target(batch, next_value, self.config['discount'], self.config['horizon_length'])
+        qs = self.network.select('critic')(batch['observations'], batch['actions'], params=grad_params)
+        loss = ensemble_regression_loss(qs, targets, batch['valid'])
+        return loss, critic_info(qs, targets, loss)
+
+    def total_loss(self, batch, grad_params, rng):
+        """critic_loss + actor_loss, metrics prefixed `critic/` and `actor/`; agents with other terms override it."""
+        critic_rng, actor_rng = jax.random.split(rng)
+        critic_loss, critic_metrics = self.critic_loss(batch, grad_params, critic_rng)
+        actor_loss, actor_metrics = self.actor_loss(batch, grad_params, actor_rng)
+        return critic_loss + actor_loss, {**prefixed('critic', critic_metrics), **prefixed('actor', actor_metrics)}
+
+    def gradient_step(self, batch):
+        """One joint optimiser step on `total_loss` over all modules, then the Polyak target update."""
+        new_rng, rng = jax.random.split(self.rng)
+        network, info = self.network.apply_loss_fn(
+            lambda params: self.total_loss(batch, params, rng), tau=self.config['tau']
+        )
+        return self.replace(network=network, rng=new_rng), info
+
+    @jax.jit
+    def update(self, batch):
+        return self.gradient_step(batch)
 
     def load_pretrained_flow(self, flow_params):
         """Starts this agent's flow networks from a BC pre-training checkpoint (ALGORITHMS.md section 4,

@@ -5,7 +5,6 @@ can then start its flow networks from the checkpoint (`--pretrained_actor_path`)
 """
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
@@ -20,14 +19,6 @@ class BCFlowAgent(Agent):
         flow = lambda x, t: self.network.select('flow')(batch['observations'], x, t, params=grad_params)  # noqa: E731
         loss = flow_matching_loss(flow, batch['actions'], rng, batch['valid'])
         return loss, prefixed('actor', {'bc_flow_loss': loss})
-
-    @jax.jit
-    def update(self, batch):
-        new_rng, rng = jax.random.split(self.rng)
-        network, info = self.network.apply_loss_fn(
-            lambda params: self.total_loss(batch, params, rng), tau=self.config['tau']
-        )
-        return self.replace(network=network, rng=new_rng), info
 
     @jax.jit
     def sample_actions(self, observations, rng):

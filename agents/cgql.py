@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
+from agents.base import Agent, build_network, chunk_dim_of, freeze_config
 from utils.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
 from utils.flow import euler_ode_sample, flow_matching_loss
 from utils.networks import Value, VectorField
@@ -69,20 +69,6 @@ class CGQLAgent(Agent):
         flow = lambda x, t: self.network.select('flow')(batch['observations'], x, t, params=grad_params)  # noqa: E731
         loss = flow_matching_loss(flow, batch['actions'], rng, batch['valid'])
         return loss, {'actor_loss': loss, 'bc_flow_loss': loss}
-
-    def total_loss(self, batch, grad_params, rng):
-        critic_rng, actor_rng = jax.random.split(rng)
-        critic_loss, critic_metrics = self.critic_loss(batch, grad_params, critic_rng)
-        actor_loss, actor_metrics = self.actor_loss(batch, grad_params, actor_rng)
-        return critic_loss + actor_loss, {**prefixed('critic', critic_metrics), **prefixed('actor', actor_metrics)}
-
-    @jax.jit
-    def update(self, batch):
-        new_rng, rng = jax.random.split(self.rng)
-        network, info = self.network.apply_loss_fn(
-            lambda params: self.total_loss(batch, params, rng), tau=self.config['tau']
-        )
-        return self.replace(network=network, rng=new_rng), info
 
     def guided_velocity(self, observations):
         """v(x, t) of the target BC flow plus, for t > 0 (steps k >= 1), the classifier guidance

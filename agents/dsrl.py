@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
-from utils.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
+from agents.base import Agent, build_network, chunk_dim_of, freeze_config
 from utils.distributions import auto_temperature_loss, tanh_gaussian_sample
 from utils.flow import euler_ode_sample, flow_matching_loss
 from utils.networks import GaussianHead, LogParam, Value, VectorField
@@ -28,13 +27,7 @@ class DSRLAgent(Agent):
 
     def critic_loss(self, batch, grad_params, rng):
         sample_rng, noise_rng = jax.random.split(rng)
-        next_actions = self.sample_actions(batch['next_observations'], sample_rng)
-        next_qs = self.network.select('target_critic')(batch['next_observations'], next_actions)
-        next_value = pessimistic_ensemble_value(next_qs, self.config['rho'])
-        targets = chunk_td_target(batch, next_value, self.config['discount'], self.config['horizon_length'])
-        qs = self.network.select('critic')(batch['observations'], batch['actions'], params=grad_params)
-        loss = ensemble_regression_loss(qs, targets, batch['valid'])
-        info = critic_info(qs, targets, loss)
+        loss, info = super().critic_loss(batch, grad_params, sample_rng)
 
         # Noise critic: member i of Q_z regresses to member i of the (online, fixed) action critic at
         # the decoded chunk, for z ~ N(0, I) (unmasked: z is synthetic, not a data chunk).
@@ -74,20 +67,6 @@ class DSRLAgent(Agent):
             'q': q.mean(),
         }
         return loss, info
-
-    def total_loss(self, batch, grad_params, rng):
-        critic_rng, actor_rng = jax.random.split(rng)
-        critic_loss, critic_metrics = self.critic_loss(batch, grad_params, critic_rng)
-        actor_loss, actor_metrics = self.actor_loss(batch, grad_params, actor_rng)
-        return critic_loss + actor_loss, {**prefixed('critic', critic_metrics), **prefixed('actor', actor_metrics)}
-
-    @jax.jit
-    def update(self, batch):
-        new_rng, rng = jax.random.split(self.rng)
-        network, info = self.network.apply_loss_fn(
-            lambda params: self.total_loss(batch, params, rng), tau=self.config['tau']
-        )
-        return self.replace(network=network, rng=new_rng), info
 
     @jax.jit
     def sample_actions(self, observations, rng):

@@ -58,14 +58,6 @@ class IFQLAgent(Agent):
         return value_loss + critic_loss + actor_loss, info
 
     @jax.jit
-    def update(self, batch):
-        new_rng, rng = jax.random.split(self.rng)
-        network, info = self.network.apply_loss_fn(
-            lambda params: self.total_loss(batch, params, rng), tau=self.config['tau']
-        )
-        return self.replace(network=network, rng=new_rng), info
-
-    @jax.jit
     def sample_actions(self, observations, rng):
         """Best of `num_samples` BC-flow chunks per observation under min_i Q_i; any leading batch shape."""
         num_samples = self.config['num_samples']

@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
-from utils.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
+from agents.base import Agent, build_network, chunk_dim_of, freeze_config
 from utils.distributions import auto_temperature_loss, tanh_gaussian_sample
 from utils.flow import (
     adjoint_matching_loss,
@@ -35,15 +34,6 @@ class QAMAgent(Agent):
 
     def control_sigmas(self, noise_scales):
         return noise_scales
-
-    def critic_loss(self, batch, grad_params, rng):
-        next_actions = self.sample_actions(batch['next_observations'], rng)
-        next_qs = self.network.select('target_critic')(batch['next_observations'], next_actions)
-        next_value = pessimistic_ensemble_value(next_qs, self.config['rho'])
-        targets = chunk_td_target(batch, next_value, self.config['discount'], self.config['horizon_length'])
-        qs = self.network.select('critic')(batch['observations'], batch['actions'], params=grad_params)
-        loss = ensemble_regression_loss(qs, targets, batch['valid'])
-        return loss, critic_info(qs, targets, loss)
 
     def adjoint_matching(self, observations, grad_params, rng):
         """L_AM on one rollout of the memoryless SDE (section 3); logs the rollout's path KL per chunk step."""
@@ -104,25 +94,6 @@ class QAMAgent(Agent):
         distill_loss = jnp.mean(jnp.square(one_step_actions - flow_actions))
         q_loss = -self.network.select('critic')(observations, jnp.clip(one_step_actions, -1, 1)).mean()
         return q_loss + self.config['fql_alpha'] * distill_loss, {'distill_loss': distill_loss, 'one_step_q_loss': q_loss}
-
-    def total_loss(self, batch, grad_params, rng):
-        critic_rng, actor_rng = jax.random.split(rng)
-        critic_loss, critic_metrics = self.critic_loss(batch, grad_params, critic_rng)
-        actor_loss, actor_metrics = self.actor_loss(batch, grad_params, actor_rng)
-        info = {**prefixed('critic', critic_metrics), **prefixed('actor', actor_metrics)}
-        return critic_loss + actor_loss, info
-
-    def gradient_step(self, batch):
-        """One joint Adam step on critic + BC + adjoint matching, then the target update."""
-        new_rng, rng = jax.random.split(self.rng)
-        network, info = self.network.apply_loss_fn(
-            lambda params: self.total_loss(batch, params, rng), tau=self.config['tau']
-        )
-        return self.replace(network=network, rng=new_rng), info
-
-    @jax.jit
-    def update(self, batch):
-        return self.gradient_step(batch)
 
     def _chunk_shape(self, observations):
         return (*observations.shape[:-1], self.config['chunk_dim'])

@@ -101,7 +101,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_dataset_dir, tmp_path):
     assert killed_at < 660, 'the run finished before it could be killed; the test did not exercise a resume'
 
     result = run(command)
-    assert f'Resumed' in result.stdout + result.stderr
+    assert 'Resumed' in result.stdout + result.stderr
 
     straight_run, resumed_run = only_run_dir(straight_dir), only_run_dir(resumed_dir)
     for name in ('eval.csv', 'train.csv'):

@@ -17,11 +17,7 @@ import os
 import re
 from typing import Dict, Optional, Tuple
 
-LOCOMOTION_PREFIXES = ('antmaze', 'humanoidmaze', 'pointmaze')
-
-
-def is_locomotion(env_name: str) -> bool:
-    return env_name.startswith(LOCOMOTION_PREFIXES)
+from utils.ogbench_data import is_locomotion
 
 
 def default_horizon_length(env_name: str) -> int:
