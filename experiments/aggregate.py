@@ -234,11 +234,18 @@ def iqm_interval(matrix, reps: int = 5000, confidence: float = 0.95, seed: int =
     if use_rliable:
         import warnings
 
-        with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes
-            warnings.simplefilter('ignore', FutureWarning)
-            points, intervals = rly.get_interval_estimates(
-                {'m': matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), method='percentile', reps=reps,
-                confidence_interval_size=confidence, random_state=np.random.RandomState(seed))
+        from absl import logging as absl_logging
+
+        verbosity = absl_logging.get_verbosity()
+        absl_logging.set_verbosity(absl_logging.WARNING)  # rliable logs every call at INFO
+        try:
+            with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes
+                warnings.simplefilter('ignore', FutureWarning)
+                points, intervals = rly.get_interval_estimates(
+                    {'m': matrix}, lambda x: np.array([metrics.aggregate_iqm(x)]), method='percentile', reps=reps,
+                    confidence_interval_size=confidence, random_state=np.random.RandomState(seed))
+        finally:
+            absl_logging.set_verbosity(verbosity)
         return float(points['m'][0]), float(intervals['m'][0, 0]), float(intervals['m'][1, 0]), 'rliable'
     low, high = _bootstrap_iqm_numpy(matrix, reps, confidence, seed)
     return point, low, high, 'numpy'
@@ -483,14 +490,19 @@ def _rows(table: Table, reference, pm):
     return ['domain'] + table.methods, domain_rows, reference_rows, iqm_rows, task_rows
 
 
-def _reference_note(reference, step):
+def _reference_note(reference, table):
+    step = table.step
     if reference is None:
         return ''
     if step not in REFERENCE_PHASES:
         return ' No published numbers exist for this step.'
-    return (' After " / ": the QAM paper (12 seeds, no BC pre-training, 1M offline steps'
+    note = (' After " / ": the QAM paper (12 seeds, no BC pre-training, 1M offline steps'
             + (' + 500K online' if step == 'online_end' else '') + ').'
             + (' The TRQAM paper row is its offline aggregate over all 50 tasks.' if step == 'offline_end' else ''))
+    if set(table.domains) != set(domains_lib.DOMAINS) or len(table.envs) != len(domains_lib.DOMAINS) * 5:
+        note += (f' The published "all" values average all 50 tasks; ours average the {len(table.envs)} tasks '
+                 f'of the {len(table.domains)} domains above.')
+    return note
 
 
 def to_markdown(table: Table, reference=None) -> str:
@@ -504,7 +516,7 @@ def to_markdown(table: Table, reference=None) -> str:
     lines = [f'## Success rate (%) {_step_title(table.step)}', '',
              'Mean ± sample std over seeds; per domain and "all" (the mean of the domain means) the std is over the '
              'per-seed averages, from the seeds that have every task; (n=k): fewer seeds than elsewhere.'
-             + _reference_note(reference, table.step), '']
+             + _reference_note(reference, table), '']
     lines += markdown_table(header, domain_rows + reference_rows)
     if table.iqm:
         lines += ['', f'### IQM (%) with 95% stratified bootstrap CI over seeds ({table.iqm_backend}); (runs x tasks)',
@@ -543,7 +555,7 @@ def to_latex(table: Table, reference=None) -> str:
 
     step = _latex_escape(_step_title(table.step))
     blocks = [tabular(f'Success rate (\\%) {step}: mean $\\pm$ std over seeds.'
-                      + _latex_escape(_reference_note(reference, table.step)),
+                      + _latex_escape(_reference_note(reference, table)),
                       header, domain_rows + reference_rows, midrule_before=(len(table.domains),))]
     if table.iqm:
         blocks.append(tabular(f'IQM (\\%) {step} with 95\\% stratified bootstrap confidence intervals.',

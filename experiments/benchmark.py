@@ -315,7 +315,9 @@ def _define_flags():
 
 def main(_):
     from absl import flags
+    from absl import logging as absl_logging
 
+    absl_logging.set_verbosity(absl_logging.WARNING)
     FLAGS = flags.FLAGS
     log = (lambda *args: None) if FLAGS.quiet else (lambda *args: print(*args, flush=True))
     records = run_benchmarks(FLAGS.agents, FLAGS.sizes, FLAGS.dataset_size, FLAGS.updates_per_call,

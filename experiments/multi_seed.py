@@ -113,6 +113,7 @@ def _define_flags():
 
 def main(_):
     from absl import flags
+    from absl import logging as absl_logging
 
     from agents import get_agent_class
     from utils.checkpoints import load_flow_params
@@ -121,6 +122,7 @@ def main(_):
     from utils.evaluation import evaluate
     from utils.ogbench_data import make_env_and_datasets
 
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
     FLAGS = flags.FLAGS
     seeds = [int(seed) for seed in FLAGS.seeds]
     config = FLAGS.agent.copy_and_resolve_references()
