@@ -32,7 +32,7 @@ def euler_ode_sample(velocity: Velocity, noise: jax.Array, flow_steps: int, clip
     def step(x, t):
         return x + step_size * velocity(x, time_column(x, t)), None
 
-    actions, _ = jax.lax.scan(step, noise, flow_times(flow_steps))
+    actions, _ = jax.lax.scan(step, noise, flow_times(flow_steps), unroll=True)
     return jnp.clip(actions, -1.0, 1.0) if clip else actions
 
 
