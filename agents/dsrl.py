@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config
-from utils.distributions import auto_temperature_loss, tanh_gaussian_sample
+from utils.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
 from utils.flow import euler_ode_sample, flow_matching_loss
 from utils.networks import GaussianHead, LogParam, Value, VectorField
 
@@ -81,9 +81,7 @@ class DSRLAgent(Agent):
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         observations, actions = example_batch['observations'], example_batch['actions']
         chunk_dim = chunk_dim_of(example_batch)
-        target_entropy = config.get('target_entropy')
-        if target_entropy is None:
-            target_entropy = -config['target_entropy_multiplier'] * chunk_dim
+        target_entropy = target_entropy_for(config.get('target_entropy'), config['target_entropy_multiplier'], chunk_dim)
         config = freeze_config(config, chunk_dim=chunk_dim, target_entropy=target_entropy)
 
         critic = lambda: Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'])  # noqa: E731

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config
-from utils.distributions import auto_temperature_loss, tanh_gaussian_sample
+from utils.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
 from utils.flow import (
     adjoint_matching_loss,
     euler_ode_sample,
@@ -126,9 +126,9 @@ class QAMAgent(Agent):
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         observations, actions = example_batch['observations'], example_batch['actions']
         chunk_dim = chunk_dim_of(example_batch)
-        target_entropy = config.get('edit_target_entropy')
-        if target_entropy is None:
-            target_entropy = -config['edit_target_entropy_multiplier'] * chunk_dim
+        target_entropy = target_entropy_for(
+            config.get('edit_target_entropy'), config['edit_target_entropy_multiplier'], chunk_dim
+        )
         config = freeze_config(config, chunk_dim=chunk_dim, edit_target_entropy=target_entropy)
 
         times = actions[..., :1]

@@ -32,3 +32,8 @@ def auto_temperature_loss(alpha, log_probs, target_entropy):
     """
     entropy = -jax.lax.stop_gradient(log_probs).mean()
     return alpha * (entropy - target_entropy), entropy
+
+
+def target_entropy_for(target_entropy, multiplier: float, action_dim: int) -> float:
+    """The configured target entropy, or SAC's default -multiplier * dim when it is None."""
+    return -multiplier * action_dim if target_entropy is None else target_entropy
