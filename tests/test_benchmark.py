@@ -48,3 +48,19 @@ def test_reference_and_speedup_columns():
               'jax_version': '0', 'updates_per_call': 20, 'dataset_size': 10}
     markdown = benchmark.to_markdown([record])
     assert '| 692-735 | 0.99-1.05x |' in markdown
+
+
+def test_reference_overrides_from_the_command_line():
+    references = benchmark.parse_references(['fql:small:3.6', 'trqam:paper:692-735'])
+    assert references == {('fql', 'small'): (3.6, 3.6), ('trqam', 'paper'): (692.0, 735.0)}
+    record = benchmark.attach_reference({'agent': 'fql', 'size': 'small', 'ms_per_update': 1.2}, references)
+    assert record['reference_ms_per_update'] == [3.6, 3.6]
+    np.testing.assert_allclose(record['speedup_vs_reference'], [3.0, 3.0])
+    assert benchmark.attach_reference({'agent': 'ifql', 'size': 'small', 'ms_per_update': 1.0},
+                                      references)['speedup_vs_reference'] is None
+    try:
+        benchmark.parse_references(['fql-small-3.6'])
+    except ValueError as error:
+        assert 'agent:size:ms' in str(error)
+    else:
+        raise AssertionError('a malformed entry must be refused')

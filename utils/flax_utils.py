@@ -89,7 +89,7 @@ class TrainState(flax.struct.PyTreeNode):
             name: polyak_average(self.params[f'modules_{name}'], target, tau)
             for name, target in self.target_params.items()
         }
-        info['grad_norm'] = optax.global_norm(grads)
+        info['grad_norm'] = optax.tree.norm(grads)
         new_state = self.replace(
             step=self.step + 1, params=new_params, target_params=new_targets, opt_state=new_opt_state
         )
