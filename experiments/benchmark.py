@@ -107,10 +107,6 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
-def _reference(name, size):
-    return REFERENCE_MS.get((name, size))
-
-
 def parse_references(entries) -> dict:
     """`agent:size:ms` or `agent:size:low-high` entries (--reference_ms) -> {(agent, size): (low, high)}.
 
@@ -194,7 +190,7 @@ def benchmark_one(name: str, size: str, dataset, updates_per_call: int = 20, num
         'metrics_finite': finite,
         **environment_info(),
     }
-    return attach_reference(record, REFERENCE_MS)
+    return record
 
 
 def environment_info() -> dict:

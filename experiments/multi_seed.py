@@ -31,7 +31,7 @@ import jax.numpy as jnp
 if __package__ in (None, ''):  # `python experiments/multi_seed.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.training import train_step  # noqa: E402
+from utils.training import TRAIN_COMPILER_OPTIONS, train_step  # noqa: E402
 
 
 def data_key_for_seed(seed: int) -> jax.Array:
@@ -73,7 +73,10 @@ def create_agents(agent_class, seeds, example_batch, config, pretrained_flows=No
     return stack([jax.tree_util.tree_map(jnp.asarray, agent) for agent in agents])
 
 
-@partial(jax.jit, static_argnames=('num_updates', 'batch_size', 'horizon_length'), donate_argnums=0)
+@partial(
+    jax.jit, static_argnames=('num_updates', 'batch_size', 'horizon_length'), donate_argnums=0,
+    compiler_options=TRAIN_COMPILER_OPTIONS,
+)
 def multi_seed_train_steps(agents, dataset, data_keys, first_step, *, num_updates, batch_size, horizon_length):
     """`utils.training.train_steps` for stacked agents: steps first_step .. first_step + num_updates - 1,
     vmapped over the seed axis of `agents` and `data_keys` (shape (num_seeds, 2)); the dataset is shared.

@@ -5,7 +5,7 @@ compilation), but to straight-line code on GPUs and TPUs. XLA's CPU runtime pays
 iteration and per kernel, so at small network sizes every `jax.random` call inside the training scan
 costs more than the matmuls around it (12 normal draws of shape (64, 25): 1.16 ms rolled, 0.13 ms
 unrolled on a 2-core CPU). `use_unrolled_threefry_on_cpu` registers JAX's own straight-line lowering
-for the CPU too: the same hash, so every key, split and sample is unchanged (tests/test_prng.py compares
+for the CPU too: the same hash, so every key, split and sample is unchanged (tests/test_compilation.py compares
 against stock JAX in a fresh process); only the compiled program is faster.
 
 It is applied when `utils` is imported, before anything is traced, and uses two private JAX names; if
@@ -14,14 +14,9 @@ a future JAX renames them, it warns and leaves JAX's default in place.
 
 import warnings
 
-_applied = False
-
 
 def use_unrolled_threefry_on_cpu() -> bool:
-    """Registers the unrolled Threefry lowering for the CPU; returns whether it is in place."""
-    global _applied
-    if _applied:
-        return True
+    """Registers the unrolled Threefry lowering for the CPU (idempotent); returns whether it is in place."""
     try:
         from jax._src.interpreters import mlir
         from jax._src.random import threefry2x32
@@ -30,5 +25,4 @@ def use_unrolled_threefry_on_cpu() -> bool:
     except (ImportError, AttributeError) as error:  # a JAX version without these internals
         warnings.warn(f'Could not unroll Threefry on the CPU ({error}); random numbers are unchanged but slower.')
         return False
-    _applied = True
     return True
