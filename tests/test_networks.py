@@ -8,7 +8,7 @@ import pytest
 from utils.datasets import Dataset, add_transition, sample_sequences
 from utils.distributions import tanh_gaussian_sample
 from utils.flax_utils import polyak_average
-from utils.networks import Value
+from utils.networks import MLP, Value, VectorField
 
 
 @pytest.mark.parametrize('num_ensembles, shape', [(None, (7,)), (1, (1, 7)), (3, (3, 7))])
@@ -17,6 +17,26 @@ def test_value_keeps_the_ensemble_axis_for_any_ensemble_size(num_ensembles, shap
     observations, actions = jnp.ones((7, 4)), jnp.ones((7, 2))
     params = value.init(jax.random.PRNGKey(0), observations, actions)
     assert value.apply(params, observations, actions).shape == shape
+
+
+def test_split_first_layer_is_a_dense_layer_on_the_concatenated_inputs():
+    # VectorField feeds [s, x, t] to its first layer as separate terms (so XLA computes the observation
+    # term once per rollout); parameters, initial values and outputs are those of Dense(concat[s, x, t]).
+    inputs = [jax.random.normal(jax.random.PRNGKey(i), (5, d)) for i, d in enumerate((7, 3, 1))]
+    concatenated = jnp.concatenate(inputs, axis=-1)
+    mlp = MLP((16, 16, 3))
+    split_params = mlp.init(jax.random.PRNGKey(4), inputs)
+    concat_params = mlp.init(jax.random.PRNGKey(4), concatenated)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, split_params, concat_params)  # same tree, same values
+    np.testing.assert_allclose(mlp.apply(split_params, inputs), mlp.apply(concat_params, concatenated), rtol=1e-5, atol=1e-6)
+
+    field = VectorField((16, 16), output_dim=3)
+    field_params = field.init(jax.random.PRNGKey(5), *inputs)['params']
+    np.testing.assert_allclose(
+        field.apply({'params': field_params}, *inputs),
+        mlp.apply({'params': field_params['MLP_0']}, concatenated),
+        rtol=1e-5, atol=1e-6,
+    )
 
 
 def test_tanh_gaussian_log_prob_is_the_change_of_variables_density():

@@ -4,6 +4,7 @@ from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 
 def default_init(scale: float = 1.0):
@@ -11,9 +12,31 @@ def default_init(scale: float = 1.0):
     return nn.initializers.variance_scaling(scale, 'fan_avg', 'uniform')
 
 
+class ConcatDense(nn.Module):
+    """`nn.Dense` of concat(inputs), with the same parameters, computed as sum_i inputs_i @ kernel_i + bias.
+
+    The split lets XLA compute a term whose input does not change once: the observation term of a flow
+    network is the same at all K flow steps, so the ODE sampler, the SDE rollout and the adjoint pay
+    only for the (action, time) part at each step.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, inputs: Sequence[jnp.ndarray]):
+        sizes = [x.shape[-1] for x in inputs]
+        kernel = self.param('kernel', default_init(), (sum(sizes), self.features))
+        bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+        bounds = np.cumsum([0, *sizes])
+        outputs = bias
+        for x, start, end in zip(inputs, bounds[:-1], bounds[1:]):
+            outputs = outputs + x @ kernel[start:end]
+        return outputs
+
+
 class MLP(nn.Module):
     """Dense -> GELU -> optional LayerNorm per hidden layer; the last layer is linear unless
-    `activate_final`."""
+    `activate_final`. The input is one array, or a sequence of arrays to concatenate (see ConcatDense)."""
 
     hidden_dims: Sequence[int]
     activate_final: bool = False
@@ -22,7 +45,10 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         for i, size in enumerate(self.hidden_dims):
-            x = nn.Dense(size, kernel_init=default_init())(x)
+            if i == 0 and isinstance(x, (list, tuple)):
+                x = ConcatDense(size, name='Dense_0')(x)
+            else:
+                x = nn.Dense(size, kernel_init=default_init(), name=f'Dense_{i}')(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
                 x = nn.gelu(x)
                 if self.layer_norm:
@@ -77,9 +103,7 @@ class VectorField(nn.Module):
     @nn.compact
     def __call__(self, observations, actions, times=None):
         inputs = [observations, actions] if times is None else [observations, actions, times]
-        return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm)(
-            jnp.concatenate(inputs, axis=-1)
-        )
+        return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm)(inputs)
 
 
 class GaussianHead(nn.Module):
