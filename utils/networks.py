@@ -16,8 +16,8 @@ class ConcatDense(nn.Module):
     """`nn.Dense` of concat(inputs), with the same parameters, computed as sum_i inputs_i @ kernel_i + bias.
 
     The split lets XLA compute a term whose input does not change once: the observation term of a flow
-    network is the same at all K flow steps, so the ODE sampler, the SDE rollout and the adjoint pay
-    only for the (action, time) part at each step.
+    network is the same at all K flow steps, so the forward passes of the ODE sampler, the SDE rollout
+    and the lean adjoint compute only the (action, time) part at each step.
     """
 
     features: int
