@@ -1,27 +1,196 @@
-"""Agent registry: `agent_name` in a config -> agent class. main.py never branches on a name."""
+"""The registry of agents and methods: the one place that names them.
 
+An agent is a class in `agents/{agent_name}.py` whose config's `agent_name` is the module's name. A method is a column of
+the papers' tables: an agent, the settings that make it that method (QAM-E is agents/qam.py with
+edit_scale > 0) and its per-domain hyperparameters (ALGORITHMS.md section 8). Table labels, run-name
+prefixes, benchmark names, the sweep's jobs and the per-domain overrides all derive from `METHODS`, so
+adding a method is its agent file plus one entry here.
+
+    method = method_of(config)            # the method an agent config is, e.g. QAM-E
+    METHODS['QAM-E'].overrides('puzzle-4x4-play-singletask-task2-v0')   # its --agent.* values there
+"""
+
+import dataclasses
 import importlib
+import math
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
-_AGENT_CLASSES = {
-    'bc_flow': ('agents.bc_flow', 'BCFlowAgent'),
-    'fql': ('agents.fql', 'FQLAgent'),
-    'qam': ('agents.qam', 'QAMAgent'),
-    'trqam': ('agents.trqam', 'TRQAMAgent'),
-    'ifql': ('agents.ifql', 'IFQLAgent'),
-    'dsrl': ('agents.dsrl', 'DSRLAgent'),
-    'cgql': ('agents.cgql', 'CGQLAgent'),
-}
+from utils import domains
+
+# Keys whose per-domain values apply to every method (utils/domains.py), and the ones a run may change
+# without becoming another method (network sizes: the CPU presets and the tests use small ones).
+NETWORK_KEYS = ('actor_hidden_dims', 'value_hidden_dims', 'actor_layer_norm', 'num_qs', 'batch_size')
+
+
+def column(*values) -> Dict[str, float]:
+    """One per-domain value for each of the ten benchmark domains, in the order of `utils.domains.DOMAINS`."""
+    if len(values) != len(domains.DOMAINS):
+        raise ValueError(f'A per-domain column needs {len(domains.DOMAINS)} values, got {len(values)}.')
+    return {domain: float(value) for domain, value in zip(domains.DOMAINS, values)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    label: str  # as in the papers' tables
+    agent: str  # 'package.module.Class', e.g. 'agents.fql.FQLAgent' (agent_name: the module's name)
+    fixed: Mapping[str, object] = dataclasses.field(default_factory=dict)  # the settings that make the method
+    per_domain: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)  # key -> column()
+    defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)  # outside the benchmark domains
+    # An agent config is this method when it has the `fixed` settings and meets `condition`.
+    condition: Callable[[Mapping], bool] = lambda config: True
+    in_paper: bool = True  # a column of the papers' tables (the sweep's default methods)
+    run_prefix: Optional[str] = None  # default: the lower-cased label
+
+    @property
+    def module(self) -> str:
+        return self.agent.rpartition('.')[0]
+
+    @property
+    def agent_name(self) -> str:
+        return self.module.rpartition('.')[2]
+
+    @property
+    def agent_file(self) -> str:
+        """The config file main.py's --agent takes, e.g. 'agents/fql.py'."""
+        return self.module.replace('.', '/') + '.py'
+
+    @property
+    def slug(self) -> str:
+        """Run-name prefix and benchmark name, e.g. 'qam-e'."""
+        return self.run_prefix or self.label.lower()
+
+    def agent_class(self):
+        return getattr(importlib.import_module(self.module), self.agent.rpartition('.')[2])
+
+    def default_config(self):
+        """The agent file's config with the method's own settings (outside any domain)."""
+        config = importlib.import_module(self.module).get_config()
+        config.update(self.overrides())
+        return config
+
+    def overrides(self, env_name: Optional[str] = None) -> Dict[str, object]:
+        """`--agent.KEY=VALUE` overrides as {KEY: VALUE}: on the domain of `env_name`, the domain's network
+        and critic settings (utils/domains.py) and the method's per-domain values; without one, the
+        method's defaults. Only keys the agent's config has are returned."""
+        values = dict(self.defaults)
+        if env_name is not None:
+            domain = domains.domain_settings(env_name)
+            values = {**values, **domain.agent_settings(),
+                      **{key: by_domain[domain.name] for key, by_domain in self.per_domain.items()}}
+        values.update(self.fixed)
+        keys = importlib.import_module(self.module).get_config().keys()
+        return {key: value for key, value in values.items() if key in keys}
+
+    def describes(self, config: Mapping) -> bool:
+        """Whether an agent config (a dict) is this method."""
+        return config.get('agent_name') == self.agent_name and self.condition(config) and \
+            all(_same(config.get(key), value) for key, value in self.fixed.items())
+
+    def is_configured_as(self, config: Mapping, env_name: str) -> bool:
+        """Whether `config` has this method's settings on the domain of `env_name`, network sizes aside: the
+        one rule for "the same configuration" (the sweep launches such runs once, aggregation counts them
+        for every method they are)."""
+        if config.get('agent_name') != self.agent_name:
+            return False
+        return all(_same(config.get(key), value) for key, value in self.overrides(env_name).items()
+                   if key not in NETWORK_KEYS)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and \
+            all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+# Per-domain columns follow utils.domains.DOMAINS: antmaze-large, antmaze-giant, humanoidmaze-medium,
+# humanoidmaze-large, scene, puzzle-3x3, puzzle-4x4, cube-double, cube-triple, cube-quadruple. The QAM
+# paper's values (section 8); TRQAM's per-domain eps_KL is not public: 1.0 everywhere, 0.5 on cube-triple
+# after the authors' example command.
+_METHODS = (
+    Method('TRQAM', 'agents.trqam.TRQAMAgent', per_domain=dict(
+        kl_budget=column(1, 1, 1, 1, 1, 1, 1, 1, 0.5, 1),
+        discount=column(0.995, 0.995, 0.999, 0.999, 0.995, 0.995, 0.995, 0.995, 0.995, 0.995))),
+    Method('QAM', 'agents.qam.QAMAgent', fixed=dict(edit_scale=0.0, fql_alpha=0.0), per_domain=dict(
+        inv_temp=column(10, 3, 3, 3, 1, 3, 30, 1, 3, 1))),
+    # Where the QAM paper's edit_scale is 0 (scene, cube-double), QAM-E is QAM with that inv_temp.
+    Method('QAM-E', 'agents.qam.QAMAgent', fixed=dict(fql_alpha=0.0), defaults=dict(edit_scale=0.1),
+           condition=lambda config: (config.get('edit_scale') or 0) > 0, per_domain=dict(
+               inv_temp=column(1, 10, 3, 3, 1, 1, 0.1, 1, 3, 3),
+               edit_scale=column(0.1, 0.1, 0.1, 0.1, 0, 0.1, 0.9, 0, 0.1, 0.1))),
+    Method('QAM-F', 'agents.qam.QAMAgent', fixed=dict(edit_scale=0.0), defaults=dict(fql_alpha=10.0), in_paper=False,
+           condition=lambda config: (config.get('fql_alpha') or 0) > 0),
+    Method('FQL', 'agents.fql.FQLAgent', per_domain=dict(alpha=column(3, 3, 30, 30, 300, 300, 1, 300, 30, 100))),
+    Method('IFQL', 'agents.ifql.IFQLAgent', per_domain=dict(
+        expectile=column(0.9, 0.8, 0.7, 0.8, 0.9, 0.95, 0.9, 0.9, 0.95, 0.95))),
+    Method('DSRL', 'agents.dsrl.DSRLAgent', per_domain=dict(
+        noise_scale=column(0.8, 1.2, 0.6, 0.8, 0.4, 1.0, 1.0, 1.0, 1.4, 1.4))),
+    Method('CGQL-L', 'agents.cgql.CGQLAgent', fixed=dict(mode='linex'), defaults=dict(inv_temp=10.0), per_domain=dict(
+               guidance_coef=column(0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 1.0, 0.01, 0.1, 0.01),
+               noisy_coef=column(0.001, 0.001, 0.1, 0.1, 0.1, 0.001, 0.001, 0.001, 0.001, 0.1))),
+    Method('CGQL-M', 'agents.cgql.CGQLAgent', fixed=dict(mode='mse'), in_paper=False),
+    Method('CGQL', 'agents.cgql.CGQLAgent', fixed=dict(mode='simple'), in_paper=False),
+    # The BC pre-training of the two-stage protocol (also what --bc_only trains for any agent file).
+    Method('BC', 'agents.bc_flow.BCFlowAgent', in_paper=False, run_prefix='bc_flow'),
+)
+METHODS: Dict[str, Method] = {method.label: method for method in _METHODS}
+BC = METHODS['BC']
+
+
+def paper_methods() -> Tuple[str, ...]:
+    """The labels of the papers' table columns, in table order."""
+    return tuple(label for label, method in METHODS.items() if method.in_paper)
+
+
+def register(method: Method):
+    """Adds a method (e.g. from an experiment or a test) after the built-in ones."""
+    if method.label in METHODS:
+        raise ValueError(f'A method labelled {method.label!r} is already registered.')
+    METHODS[method.label] = method
+
+
+def unregister(label: str):
+    METHODS.pop(label)
 
 
 def agent_names():
-    return sorted(_AGENT_CLASSES)
+    return sorted({method.agent_name for method in METHODS.values()})
+
+
+def _unknown_agent(agent_name: str) -> ValueError:
+    return ValueError(f'Unknown agent_name {agent_name!r}. Known agents: {", ".join(agent_names())}. '
+                      'Pass one of the files in agents/, e.g. --agent=agents/trqam.py.')
 
 
 def get_agent_class(agent_name: str):
-    if agent_name not in _AGENT_CLASSES:
-        raise ValueError(
-            f'Unknown agent_name {agent_name!r}. Known agents: {", ".join(agent_names())}. '
-            'Pass one of the files in agents/, e.g. --agent=agents/trqam.py.'
-        )
-    module_name, class_name = _AGENT_CLASSES[agent_name]
-    return getattr(importlib.import_module(module_name), class_name)
+    for method in METHODS.values():
+        if method.agent_name == agent_name:
+            return method.agent_class()
+    raise _unknown_agent(agent_name)
+
+
+def method_of(config: Mapping) -> Method:
+    """The method an agent config is (its table label, run prefix, ...)."""
+    for method in METHODS.values():
+        if method.describes(config):
+            return method
+    agent_name = config.get('agent_name')
+    if agent_name in agent_names():
+        raise ValueError(f'The {agent_name} config {dict(config)} is none of the registered methods '
+                         f'({", ".join(m.label for m in METHODS.values() if m.agent_name == agent_name)}).')
+    raise _unknown_agent(agent_name)
+
+
+def get_method(label: str) -> Method:
+    if label not in METHODS:
+        raise ValueError(f'Unknown method {label!r}; known: {", ".join(METHODS)}.')
+    return METHODS[label]
+
+
+def method_by_slug(slug: str) -> Method:
+    for method in METHODS.values():
+        if method.slug == slug:
+            return method
+    raise ValueError(f'Unknown method {slug!r}; known: {", ".join(m.slug for m in METHODS.values())}.')

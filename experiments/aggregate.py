@@ -12,10 +12,10 @@ else a numpy implementation of the same estimator). Runs that are expected but a
 stops before the step, are listed and never averaged in. `--reference` puts the published numbers beside
 ours (QAM paper per domain and "all"; the TRQAM paper's offline "all" row).
 
-Methods are labelled from the agent config: qam -> QAM, or QAM-E (edit_scale > 0) or QAM-F (fql_alpha > 0);
-cgql -> CGQL-L (mode linex), CGQL-M (mse), CGQL (simple); --bc_only runs -> BC; others by agent_name
-(TRQAM, FQL, IFQL, DSRL). A run whose configuration is also another method's configuration on its domain
-(QAM on scene / cube-double, where the QAM paper's QAM-E has edit_scale 0) counts for both.
+Methods are labelled from the agent config by the registry (`agents.method_of`: qam with edit_scale > 0 is
+QAM-E, ...); --bc_only runs are BC. A run whose configuration is also another method's configuration on its
+domain (`Method.is_configured_as`: QAM on scene / cube-double, where the QAM paper's QAM-E has edit_scale 0)
+counts for both.
 
 Importable: load_runs, success_table, to_markdown, to_latex, plot_curves, load_reference, iqm, iqm_interval.
 """
@@ -25,6 +25,7 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -33,14 +34,15 @@ import numpy as np
 if __package__ in (None, ''):  # `python experiments/aggregate.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from agents import BC, METHODS, method_of, paper_methods  # noqa: E402
 from utils import domains as domains_lib  # noqa: E402
+from utils import run_dir as layout  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_REFERENCE_DIR = '../shared/reference_results/'
-METHOD_ORDER = ('TRQAM', 'QAM', 'QAM-E', 'QAM-F', 'FQL', 'IFQL', 'DSRL', 'CGQL-L', 'CGQL-M', 'CGQL', 'BC')
 SUCCESS_KEY = 'evaluation/success'
+SINGLE_TASK_NAME = re.compile(r'.-singletask(-task\d+)?-v\d+$')
 DUAL_KEYS = ('training/dual/lambda', 'training/dual/path_kl', 'training/dual/kl_ema', 'training/dual/kl_budget')
-SIZE_KEYS = ('actor_hidden_dims', 'value_hidden_dims', 'actor_layer_norm', 'num_qs', 'batch_size')
 REFERENCE_PHASES = {'offline_end': 'offline_1M', 'online_end': 'online_end_1.5M'}
 # TRQAM paper (arXiv 2605.27079), offline success (%) over all 50 tasks, 8 seeds, from its aggregate table.
 TRQAM_PAPER_ALL_OFFLINE = {'TRQAM': 68, 'DSRL': 46, 'QAM-E': 45, 'QAM': 35, 'IFQL': 35, 'FQL': 28}
@@ -104,7 +106,7 @@ class Run:
         return int(self.eval_rows[-1]['step']) if self.eval_rows else None
 
     def train_rows(self) -> List[Dict[str, float]]:
-        path = os.path.join(self.run_dir, 'train.csv')
+        path = os.path.join(self.run_dir, layout.TRAIN_CSV)
         if not os.path.exists(path):
             return []
         return read_csv(path)
@@ -112,55 +114,30 @@ class Run:
 
 def method_label(agent_config: dict, bc_only: bool = False) -> str:
     """The table label of a run from its agent config (see the module docstring)."""
-    name = agent_config.get('agent_name', '')
-    if bc_only or name == 'bc_flow':
-        return 'BC'
-    if name == 'qam':
-        if (agent_config.get('edit_scale') or 0) > 0:
-            return 'QAM-E'
-        if (agent_config.get('fql_alpha') or 0) > 0:
-            return 'QAM-F'
-        return 'QAM'
-    if name == 'cgql':
-        return {'linex': 'CGQL-L', 'mse': 'CGQL-M', 'simple': 'CGQL'}.get(agent_config.get('mode'), 'CGQL')
-    return name.upper()
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and \
-            all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
+    if bc_only:
+        return BC.label
+    try:
+        return method_of(agent_config).label
+    except ValueError:  # an agent this checkout does not register
+        return str(agent_config.get('agent_name', '')).upper()
 
 
 def aliases(run: Run) -> List[str]:
-    """Other paper methods whose per-domain configuration (network sizes aside) is this run's, and whose
-    config-derived label is this run's label (QAM-E with edit_scale 0 is QAM)."""
-    if run.method == 'BC' or run.domain not in domains_lib.DOMAINS:
+    """Other paper methods whose per-domain configuration (network sizes aside) is this run's."""
+    if run.method == BC.label or run.domain not in domains_lib.DOMAINS:
         return []
-    found = []
-    for method in domains_lib.PAPER_METHODS:
-        if method == run.method or domains_lib.AGENT_FILES[method] != f'agents/{run.agent_name}.py':
-            continue
-        overrides = {key: value for key, value in domains_lib.agent_overrides(method, run.env_name).items()
-                     if key not in SIZE_KEYS}
-        if method_label({**run.config, **overrides}) != run.method:
-            continue
-        if all(_same(run.config.get(key), value) for key, value in overrides.items()):
-            found.append(method)
-    return found
+    return [label for label in paper_methods()
+            if label != run.method and METHODS[label].is_configured_as(run.config, run.env_name)]
 
 
 def load_run(run_dir: str) -> Optional[Run]:
-    with open(os.path.join(run_dir, 'flags.json')) as f:
+    with open(os.path.join(run_dir, layout.FLAGS_FILE)) as f:
         flags = json.load(f)
     config = flags.get('agent')
     if not isinstance(config, dict) or 'env_name' not in flags:
         return None  # not a main.py run directory
     bc_only = bool(flags.get('bc_only'))
-    eval_path = os.path.join(run_dir, 'eval.csv')
+    eval_path = os.path.join(run_dir, layout.EVAL_CSV)
     rows = read_csv(eval_path) if os.path.exists(eval_path) else []
     rows.sort(key=lambda row: row['step'])
     env_name = flags['env_name']
@@ -176,11 +153,14 @@ def load_runs(runs_dir: str, with_aliases: bool = True) -> List[Run]:
     With `with_aliases`, a run also appears, as a copy with `alias_of` set, under every other method label
     whose configuration it is (see `aliases`).
     """
-    paths = sorted(glob.glob(os.path.join(runs_dir, '**', 'flags.json'), recursive=True))
+    paths = sorted(glob.glob(os.path.join(runs_dir, '**', layout.FLAGS_FILE), recursive=True))
     runs = []
     for path in paths:
         run = load_run(os.path.dirname(path))
         if run is None:
+            continue
+        if not SINGLE_TASK_NAME.search(run.env_name):
+            print(f'Skipped {run.run_dir}: {run.env_name!r} is not an OGBench single-task name.', file=sys.stderr)
             continue
         runs.append(run)
         if with_aliases:
@@ -301,6 +281,26 @@ def _env_order(envs):
     return sorted(envs, key=key)
 
 
+def _most_complete_first(runs: List[Run], step):
+    """`runs` with, among several directories of one run (same method, task and seed), the one that has
+    the evaluation at `step` (else the one that got furthest) first; and a note naming the others."""
+    def completeness(run):
+        return (run.alias_of is None, run.success_at(step) is not None, run.last_eval_step() or -1)
+
+    groups = {}
+    for run in runs:
+        groups.setdefault((run.method, run.env_name, run.seed), []).append(run)
+    ordered, notes = [], []
+    for (method, env_name, seed), group in groups.items():
+        group = sorted(group, key=completeness, reverse=True)
+        own = [run for run in group if run.alias_of is None]
+        if len(own) > 1:
+            notes.append(f'{method} {env_name} seed {seed}: {len(own)} run directories; using {own[0].run_dir} '
+                         f'(the most complete), not {", ".join(run.run_dir for run in own[1:])}.')
+        ordered += group
+    return ordered, notes
+
+
 def success_table(runs: List[Run], step='offline_end', expected=None, include_bc: bool = False,
                   bootstrap_reps: int = 5000, seed: int = 0, use_rliable: bool = True) -> Table:
     """The success table at `step` ('offline_end', 'online_end' or a step number).
@@ -309,8 +309,10 @@ def success_table(runs: List[Run], step='offline_end', expected=None, include_bc
     by default the full grid of the methods, tasks and seeds found. Expected runs that are absent, or
     whose eval.csv has no row at the step, are listed in `missing` and left out of every average.
     """
-    runs = [run for run in runs if include_bc or run.method != 'BC']
+    runs = [run for run in runs if include_bc or run.method != BC.label]
     scores, missing, notes, seen = {}, [], [], {}
+    runs, duplicate_notes = _most_complete_first(runs, step)
+    notes += duplicate_notes
     for run in runs:
         key = (run.method, run.env_name, run.seed)
         previous = seen.get(key)
@@ -319,9 +321,6 @@ def success_table(runs: List[Run], step='offline_end', expected=None, include_bc
                 scores.pop(key, None)
                 missing = [m for m in missing if m[:3] != key]
             else:
-                if previous.alias_of is None and run.alias_of is None:
-                    notes.append(f'{run.method} {run.env_name} seed {run.seed}: several runs ({previous.run_dir}, '
-                                 f'{run.run_dir}); the first is used.')
                 continue
         seen[key] = run
         value = run.success_at(step)
@@ -338,7 +337,7 @@ def success_table(runs: List[Run], step='offline_end', expected=None, include_bc
         seeds = {run.seed for run in runs}
         expected = [(m, e, s) for m in methods for e in envs for s in seeds]
     else:
-        expected = [key for key in expected if include_bc or key[0] != 'BC']
+        expected = [key for key in expected if include_bc or key[0] != BC.label]
     for key in expected:
         if key not in seen:
             missing.append((*key, 'missing: no run directory'))
@@ -347,7 +346,7 @@ def success_table(runs: List[Run], step='offline_end', expected=None, include_bc
         notes.append(f'{method} on {domain}: the {alias_of} runs, which have its configuration there '
                      f'(utils/domains.py).')
 
-    methods = _ordered({key[0] for key in list(scores) + [m[:3] for m in missing]}, METHOD_ORDER)
+    methods = _ordered({key[0] for key in list(scores) + [m[:3] for m in missing]}, tuple(METHODS))
     envs = _env_order({key[1] for key in list(scores) + [m[:3] for m in missing]})
     domain_names = _ordered({domains_lib.domain_name(env) for env in envs}, domains_lib.DOMAINS)
     table = Table(step=str(step), methods=methods, domains=domain_names, envs=envs, per_task={}, per_domain={},
@@ -624,7 +623,7 @@ def plot_curves(runs: List[Run], out_dir: str, include_bc: bool = False) -> List
     import matplotlib.pyplot as plt
 
     os.makedirs(out_dir, exist_ok=True)
-    runs = [run for run in runs if include_bc or run.method != 'BC']
+    runs = [run for run in runs if include_bc or run.method != BC.label]
     paths = []
     by_domain = {}
     for run in runs:
@@ -632,7 +631,7 @@ def plot_curves(runs: List[Run], out_dir: str, include_bc: bool = False) -> List
     for domain in _ordered(by_domain, domains_lib.DOMAINS):
         fig, axis = plt.subplots(figsize=(7, 4))
         offline_steps = set()
-        for method in _ordered(by_domain[domain], METHOD_ORDER):
+        for method in _ordered(by_domain[domain], tuple(METHODS)):
             group = by_domain[domain][method]
             steps, mean, std = _seed_curve(group, SUCCESS_KEY, lambda run: run.eval_rows)
             if len(steps) == 0:
@@ -715,7 +714,7 @@ def main(_):
     runs = load_runs(FLAGS.runs_dir)
     expected = None
     if FLAGS.expect:
-        from experiments.sweep import expected_runs
+        from experiments.presets import expected_runs
 
         expected = expected_runs(FLAGS.expect)
     table = success_table(runs, step=step, expected=expected, include_bc=FLAGS.include_bc,

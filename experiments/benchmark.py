@@ -12,15 +12,14 @@ Peak memory is the process's peak RSS (`resource.getrusage`) and, on accelerator
 `peak_bytes_in_use`. With `--isolate` (the default) every measurement runs in its own process, so
 compile caches and memory peaks do not leak between agents.
 
-Writes `{out_dir}/benchmark.json` and `{out_dir}/benchmark.md`; the table has the authors' reference
-ms/update and the speed-up (reference / ours; > 1 is faster than the reference). The built-in references
-were measured on one 2-core CPU; CPUs differ several-fold on these workloads (AVX-512 or not, clock,
-memory), so for a fair ratio time the authors' code on your machine and pass its numbers:
+Agents are named by their method's slug in the registry (`agents.METHODS`: trqam, qam, qam-e, ...).
+Writes `{out_dir}/benchmark.json` and `{out_dir}/benchmark.md`. CPUs differ several-fold on these
+workloads (AVX-512 or not, clock, memory), so a speed-up is only meaningful against the authors' code
+timed on the same machine: pass its ms/update and the table adds the speed-up (reference / ours):
 
     python experiments/benchmark.py --agents=fql,qam --reference_ms=fql:small:3.6,qam:small:8.6
 """
 
-import importlib
 import json
 import os
 import platform
@@ -38,31 +37,11 @@ if __package__ in (None, ''):  # `python experiments/benchmark.py` from the repo
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Benchmark name -> (agent module, config overrides).
-AGENTS = {
-    'fql': ('fql', {}),
-    'qam': ('qam', {}),
-    'qam-e': ('qam', {'edit_scale': 0.1}),
-    'qam-f': ('qam', {'fql_alpha': 10.0}),
-    'trqam': ('trqam', {}),
-    'ifql': ('ifql', {}),
-    'dsrl': ('dsrl', {}),
-    'cgql': ('cgql', {}),
-}
 SIZES = {
     'paper': {'actor_hidden_dims': (512, 512, 512, 512), 'value_hidden_dims': (512, 512, 512, 512), 'num_qs': 10,
               'batch_size': 256},
     'small': {'actor_hidden_dims': (64, 64), 'value_hidden_dims': (64, 64), 'num_qs': 2, 'batch_size': 64},
     'tiny': {'actor_hidden_dims': (16, 16), 'value_hidden_dims': (16, 16), 'num_qs': 2, 'batch_size': 8},  # tests
-}
-# The authors' ms per update on the project's CPU (2 cores), as (low, high).
-REFERENCE_MS = {
-    ('trqam', 'paper'): (692.0, 735.0),
-    ('qam', 'paper'): (640.0, 640.0),
-    ('fql', 'paper'): (424.0, 424.0),
-    ('trqam', 'small'): (5.2, 5.2),
-    ('qam', 'small'): (6.8, 6.8),
-    ('fql', 'small'): (2.1, 2.1),
 }
 OBS_DIM, ACTION_DIM, HORIZON = 40, 5, 5
 
@@ -90,13 +69,20 @@ def synthetic_transitions(size: int, obs_dim: int = OBS_DIM, action_dim: int = A
     }
 
 
+def benchmark_names():
+    """Every registered method but the BC pre-training, by slug."""
+    from agents import BC, METHODS
+
+    return [method.slug for method in METHODS.values() if method is not BC]
+
+
 def agent_config(name: str, size: str):
-    """The config of benchmark agent `name` at `size` (raises ImportError if its module does not import)."""
-    module_name, overrides = AGENTS[name]
-    module = importlib.import_module(f'agents.{module_name}')
-    config = module.get_config()
+    """The config of benchmark agent `name` (a method's slug) at `size`."""
+    from agents import method_by_slug
+
+    config = method_by_slug(name).default_config()
     with config.unlocked():
-        for key, value in {**overrides, **SIZES[size], 'horizon_length': HORIZON}.items():
+        for key, value in {**SIZES[size], 'horizon_length': HORIZON}.items():
             if key in config:
                 config[key] = value
     return config
@@ -141,8 +127,10 @@ def benchmark_one(name: str, size: str, dataset, updates_per_call: int = 20, num
 
     from agents import get_agent_class
     from utils.datasets import example_batch
+    from utils.prng import use_unrolled_threefry_on_cpu
     from utils.training import train_steps
 
+    use_unrolled_threefry_on_cpu()
     config = agent_config(name, size)
     rss_before = _max_rss_mb()
     agent = get_agent_class(config.agent_name).create(seed, example_batch(dataset, HORIZON), config)
@@ -207,33 +195,17 @@ def environment_info() -> dict:
             'cpu': cpu, 'cpu_count': os.cpu_count(), 'jax_version': jax.__version__}
 
 
-def importable_agents(names):
-    """(importable names, notes for the others)."""
-    ok, notes = [], []
-    for name in names:
-        if name not in AGENTS:
-            raise ValueError(f'Unknown benchmark agent {name!r}; known: {", ".join(AGENTS)}.')
-        try:
-            importlib.import_module(f'agents.{AGENTS[name][0]}').get_config()
-            ok.append(name)
-        except Exception as error:  # noqa: BLE001 - an agent still in progress must not stop the others
-            notes.append(f'{name}: skipped, agents/{AGENTS[name][0]}.py does not import yet '
-                         f'({type(error).__name__}: {error})')
-    return ok, notes
-
-
 def run_benchmarks(agents, sizes, dataset_size=1_000_000, updates_per_call=20, num_windows=5, calls_per_window=1,
                    isolate=False, seed=0, log=print, references=None):
     """Benchmarks every (agent, size); returns the records (failed ones with status 'error').
 
-    `references` ({(agent, size): (low, high)} ms/update) replace the table's reference numbers.
+    `references` ({(agent, size): (low, high)} ms/update): the authors' code timed on this machine.
     """
-    references = {**REFERENCE_MS, **(references or {})}
-    agents, notes = importable_agents(agents)
-    for note in notes:
-        log(note)
-    records = [{'agent': note.split(':')[0], 'status': 'skipped', 'note': note} for note in notes]
-    dataset = None
+    references = references or {}
+    unknown = [name for name in agents if name not in benchmark_names()]
+    if unknown:
+        raise ValueError(f'Unknown benchmark agents {unknown}; known: {", ".join(benchmark_names())}.')
+    records, dataset = [], None
     for size in sizes:
         if size not in SIZES:
             raise ValueError(f'Unknown size {size!r}; known: {", ".join(SIZES)}.')
@@ -331,7 +303,7 @@ def write_outputs(records, out_dir):
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_list('agents', list(AGENTS), f'Agents to measure ({", ".join(AGENTS)}).')
+    flags.DEFINE_list('agents', benchmark_names(), f'Agents to measure ({", ".join(benchmark_names())}).')
     flags.DEFINE_list('sizes', ['paper', 'small'], f'Network sizes ({", ".join(SIZES)}).')
     flags.DEFINE_integer('dataset_size', 1_000_000, 'Synthetic transitions on the device.')
     flags.DEFINE_integer('updates_per_call', 20, 'Updates per jitted train_steps call.')
@@ -340,8 +312,8 @@ def _define_flags():
     flags.DEFINE_integer('seed', 0, 'Seed of the agents and the synthetic data.')
     flags.DEFINE_bool('isolate', True, 'One process per (agent, size): clean compile caches and memory peaks.')
     flags.DEFINE_string('out_dir', 'runs/benchmark', 'Where benchmark.json and benchmark.md go.')
-    flags.DEFINE_list('reference_ms', [], 'agent:size:ms entries (e.g. fql:small:3.6) replacing the reference table '
-                      'with the authors\' code timed on this machine.')
+    flags.DEFINE_list('reference_ms', [], 'agent:size:ms entries (e.g. fql:small:3.6): the authors\' code timed on '
+                      'this machine.')
     flags.DEFINE_bool('quiet', False, 'Print nothing (used by the isolated workers).')
 
 

@@ -32,10 +32,16 @@ oracles use -- and the environment are seeded, so a fixed seed gives identical f
 the seeded ``np.random`` (uniform in [-1, 1]^5, the same distribution as ``env.action_space.sample()``, whose Box is
 re-created, hence unseeded, on every access in ManipSpace); files are written atomically; the default episode count is
 the official one for the dataset.
+
+``task_success_report`` (printed after generation unless --noreport) gives the per-task completion rates of a
+dataset under OGBench's single-task relabelling; it works on any OGBench dataset, generated or downloaded.
+
+Names: the environment *family* is the name without the dataset type, e.g. 'cube-double' in 'cube-double-play-v0'.
 """
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -45,9 +51,19 @@ import numpy as np
 if __package__ in (None, ''):  # Allow `python experiments/generate_dataset.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.ogbench_data import DEFAULT_DATASET_DIR, task_success_report  # noqa: E402
+from utils.ogbench_data import (  # noqa: E402
+    DATASET_TYPES,
+    DEFAULT_DATASET_DIR,
+    INFO_KEYS,
+    MANIPULATION_DATASET_TYPES,
+    NUM_TASKS,
+    convert_load_errors,
+    dataset_files,
+    missing_files_error,
+    validate_raw_file,
+)
 
-GENERATABLE_DOMAINS = (
+GENERATABLE_FAMILIES = (
     'cube-single',
     'cube-double',
     'cube-triple',
@@ -73,46 +89,65 @@ OFFICIAL_NUM_EPISODES = {
 }
 DEFAULT_MAX_EPISODE_STEPS = 1001
 
-__all__ = ['generate', 'parse_dataset_name', 'task_success_report', 'GENERATABLE_DOMAINS', 'OFFICIAL_NUM_EPISODES']
+__all__ = [
+    'generate',
+    'parse_dataset_name',
+    'check_generatable',
+    'task_success_report',
+    'format_report',
+    'GENERATABLE_FAMILIES',
+    'OFFICIAL_NUM_EPISODES',
+]
 
 
 def parse_dataset_name(env_name, dataset_type=None):
-    """Return (domain, dataset_type, version, dataset_name) for e.g. 'cube-single-play-v0'.
+    """Return (family, dataset_type, version, dataset_name) for an OGBench dataset name, e.g. 'cube-single-play-v0'.
 
     Also accepts a single-task name ('cube-single-play-singletask-task1-v0') or a base env id plus dataset_type
-    ('cube-single-v0', dataset_type='play').
+    ('cube-single-v0', dataset_type='play'). Any OGBench dataset type is accepted (locomotion datasets too); whether
+    the dataset can be generated here is checked by ``check_generatable``.
     """
     tokens = env_name.split('-')
     if 'singletask' in tokens:
         pos = tokens.index('singletask')
         tokens = tokens[:pos] + tokens[-1:]
-    if len(tokens) < 2 or not tokens[-1].startswith('v'):
+    if len(tokens) < 2 or not re.fullmatch(r'v\d+', tokens[-1]):
         raise ValueError(f'Cannot parse {env_name!r}; expected e.g. cube-single-play-v0.')
     version = tokens[-1]
-    if tokens[-2] in ('play', 'noisy'):
+    if tokens[-2] in DATASET_TYPES:
         name_type = tokens[-2]
-        domain = '-'.join(tokens[:-2])
+        family = '-'.join(tokens[:-2])
         if dataset_type is not None and dataset_type != name_type:
             raise ValueError(f'--dataset_type={dataset_type} contradicts the name {env_name!r}.')
         dataset_type = name_type
     else:
-        domain = '-'.join(tokens[:-1])
+        family = '-'.join(tokens[:-1])
         if dataset_type is None:
             raise ValueError(
                 f'Cannot infer the dataset type from {env_name!r}; use a dataset name such as '
-                f'{domain}-play-{version} or {domain}-noisy-{version}.'
+                f'{family}-play-{version} or {family}-noisy-{version}.'
             )
-    if dataset_type not in ('play', 'noisy'):
-        raise ValueError(f'Dataset type must be play or noisy, got {dataset_type!r}.')
-    if domain not in GENERATABLE_DOMAINS:
+    if not family:
+        raise ValueError(f'Cannot parse {env_name!r}: no environment family; expected e.g. cube-single-play-v0.')
+    if dataset_type not in DATASET_TYPES:
+        raise ValueError(f'Dataset type must be one of {"|".join(DATASET_TYPES)}, got {dataset_type!r}.')
+    return family, dataset_type, version, f'{family}-{dataset_type}-{version}'
+
+
+def check_generatable(family, dataset_type):
+    """Raise ValueError unless the scripted oracles can generate this dataset (manipulation, play or noisy)."""
+    if dataset_type not in MANIPULATION_DATASET_TYPES:
         raise ValueError(
-            f'Cannot generate data for domain {domain!r}; supported: {", ".join(GENERATABLE_DOMAINS)}. '
+            f'Dataset type must be {" or ".join(MANIPULATION_DATASET_TYPES)} to generate data, got {dataset_type!r}.'
+        )
+    if family not in GENERATABLE_FAMILIES:
+        raise ValueError(
+            f'Cannot generate data for environment family {family!r}; supported: {", ".join(GENERATABLE_FAMILIES)}. '
             'Locomotion datasets (antmaze/humanoidmaze/...) need OGBench\'s expert policies and can only be downloaded.'
         )
-    return domain, dataset_type, version, f'{domain}-{dataset_type}-{version}'
 
 
-def _make_oracles(env, domain, oracle_type, noise, noise_smoothing, min_norm):
+def _make_oracles(env, family, oracle_type, noise, noise_smoothing, min_norm):
     """Oracle per target task ('cube', 'button', 'drawer', 'window'), as in OGBench's collection script."""
     from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle  # noqa: PLC0415
     from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle  # noqa: PLC0415
@@ -126,9 +161,9 @@ def _make_oracles(env, domain, oracle_type, noise, noise_smoothing, min_norm):
     markov = oracle_type == 'markov'
     plan_kwargs = dict(env=env, noise=noise, noise_smoothing=noise_smoothing)
     markov_kwargs = dict(env=env, min_norm=min_norm)
-    if domain.startswith('cube'):
+    if family.startswith('cube'):
         return {'cube': CubeMarkovOracle(**markov_kwargs) if markov else CubePlanOracle(**plan_kwargs)}
-    if domain == 'scene':
+    if family == 'scene':
         if markov:
             return {
                 'cube': CubeMarkovOracle(max_step=100, **markov_kwargs),
@@ -142,24 +177,24 @@ def _make_oracles(env, domain, oracle_type, noise, noise_smoothing, min_norm):
             'drawer': DrawerPlanOracle(**plan_kwargs),
             'window': WindowPlanOracle(**plan_kwargs),
         }
-    if domain.startswith('puzzle'):
+    if family.startswith('puzzle'):
         if markov:
             return {'button': ButtonMarkovOracle(gripper_always_closed=True, **markov_kwargs)}
         return {'button': ButtonPlanOracle(gripper_always_closed=True, **plan_kwargs)}
-    raise ValueError(f'No oracle for domain {domain!r}.')
+    raise ValueError(f'No oracle for environment family {family!r}.')
 
 
-def _sample_p_stack(domain):
+def _sample_p_stack(family):
     """Per-episode probability of stacking the target cube on another one."""
-    if domain == 'cube-single':
+    if family == 'cube-single':
         return 0.0
-    if domain == 'cube-double':
+    if family == 'cube-double':
         return np.random.uniform(0.0, 0.25)
-    if domain == 'cube-triple':
+    if family == 'cube-triple':
         return np.random.uniform(0.05, 0.35)
-    if domain == 'cube-quadruple':
+    if family == 'cube-quadruple':
         return np.random.uniform(0.1, 0.5)
-    if domain == 'cube-octuple':
+    if family == 'cube-octuple':
         return np.random.uniform(0.0, 0.35)
     return 0.5
 
@@ -174,10 +209,10 @@ def _scene_episode_is_healthy(qpos):
     return not (too_far_left & not_in_drawer).any()
 
 
-def _collect_episode(env, agents, domain, oracle_type, noise, p_random_action, has_button_states):
+def _collect_episode(env, agents, family, oracle_type, noise, p_random_action, has_button_states):
     """Roll out one episode; returns a dict of per-step lists."""
     ob, info = env.reset()
-    p_stack = _sample_p_stack(domain)
+    p_stack = _sample_p_stack(family)
     xi = np.random.uniform(0, noise) if oracle_type == 'markov' else 0.0
     agent = agents[info['privileged/target_task']]
     agent.reset(ob, info)
@@ -293,14 +328,16 @@ def generate(
         dict with train_path, val_path (None if no val file), num_transitions (steps written, train + val),
         num_train_steps, num_val_steps, seconds, transitions_per_second, and report (if requested).
     """
+    family, dataset_type, version, dataset_name = parse_dataset_name(env_name, dataset_type)
+    check_generatable(family, dataset_type)
+
     import gymnasium  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
     import ogbench.manipspace  # noqa: F401,PLC0415  (registers the environments)
 
-    domain, dataset_type, version, dataset_name = parse_dataset_name(env_name, dataset_type)
     if num_episodes is None:
-        num_episodes = OFFICIAL_NUM_EPISODES.get(domain, 1000)
+        num_episodes = OFFICIAL_NUM_EPISODES.get(family, 1000)
     num_episodes = int(num_episodes)
     if num_episodes < 1:
         raise ValueError(f'num_episodes must be >= 1, got {num_episodes}.')
@@ -313,14 +350,13 @@ def generate(
         raise ValueError(f'max_episode_steps must be >= 2, got {max_episode_steps}.')
     oracle_type = 'plan' if dataset_type == 'play' else 'markov'
     if p_random_action is None:
-        p_random_action = 0.0 if dataset_type == 'play' else (0.2 if domain.startswith('puzzle') else 0.1)
+        p_random_action = 0.0 if dataset_type == 'play' else (0.2 if family.startswith('puzzle') else 0.1)
 
     dataset_dir = os.path.expanduser(os.fspath(dataset_dir))
-    train_path = os.path.join(dataset_dir, f'{dataset_name}.npz')
-    val_path = os.path.join(dataset_dir, f'{dataset_name}-val.npz')
+    train_path, val_path = dataset_files(dataset_dir, dataset_name)
 
     env = gymnasium.make(
-        f'{domain}-{version}',
+        f'{family}-{version}',
         terminate_at_goal=False,
         mode='data_collection',
         max_episode_steps=int(max_episode_steps),
@@ -333,7 +369,7 @@ def generate(
         with _seeded_global_numpy(seed):
             # The first reset compiles the MuJoCo model (slow) and seeds the env's np_random; keep it out of the timing.
             env.reset(seed=int(seed))
-            agents = _make_oracles(env, domain, oracle_type, noise, noise_smoothing, min_norm)
+            agents = _make_oracles(env, family, oracle_type, noise, noise_smoothing, min_norm)
             has_button_states = hasattr(env.unwrapped, '_cur_button_states')
             steps = 0
             start = time.perf_counter()
@@ -341,9 +377,9 @@ def generate(
                 for _ in range(total_episodes):
                     while True:
                         ep = _collect_episode(
-                            env, agents, domain, oracle_type, noise, p_random_action, has_button_states
+                            env, agents, family, oracle_type, noise, p_random_action, has_button_states
                         )
-                        if domain != 'scene' or _scene_episode_is_healthy(np.asarray(ep['qpos'])):
+                        if family != 'scene' or _scene_episode_is_healthy(np.asarray(ep['qpos'])):
                             break
                         num_unhealthy += 1  # Discard and re-collect, as OGBench does.
                     episodes.append({k: np.asarray(v, dtype=_save_dtype(k, v[0])) for k, v in ep.items()})
@@ -388,6 +424,71 @@ def generate(
         if verbose:
             print(format_report(dataset_name, result['report']))
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Task-completion statistics of a dataset.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def task_success_report(env_name, dataset_dir=DEFAULT_DATASET_DIR, include_val=True):
+    """Per-task completion statistics of a dataset under OGBench's single-task relabelling.
+
+    For each task k in 1..5 of the environment family, the dataset (train file, plus the val file if present and
+    include_val) is relabelled with ``ogbench.relabel_utils.relabel_dataset`` for '{family}-singletask-task{k}-v0'
+    and we report
+
+    * ``episode_success_rate``: fraction of episodes in which all subtasks of task k are achieved (mask == 0) at some
+      step;
+    * ``transition_success_rate``: fraction of transitions whose observation achieves task k.
+
+    Args:
+        env_name: Dataset name ('cube-double-play-v0') or single-task name ('cube-double-play-singletask-task2-v0').
+        dataset_dir: Directory holding the dataset files.
+
+    Returns:
+        {'task1': {'episode_success_rate', 'transition_success_rate', 'num_episodes', 'num_transitions',
+        'num_successful_episodes'}, ..., 'task5': {...}}.
+    """
+    import gymnasium  # noqa: PLC0415
+    import ogbench  # noqa: PLC0415  (also registers the environments with gymnasium)
+    from ogbench.relabel_utils import relabel_dataset  # noqa: PLC0415
+
+    family, _, version, dataset_name = parse_dataset_name(env_name)
+    dataset_dir = os.path.expanduser(os.fspath(dataset_dir))
+    train_path, val_path = dataset_files(dataset_dir, dataset_name)
+    paths = [train_path] + ([val_path] if include_val and os.path.isfile(val_path) else [])
+    datasets = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise missing_files_error(env_name, dataset_name, dataset_dir, [path], 'file missing')
+        validate_raw_file(path, family, dataset_name)
+        with convert_load_errors([path], dataset_name):
+            datasets.append(ogbench.load_dataset(path, compact_dataset=False, add_info=True))
+    info = {k: np.concatenate([d[k] for d in datasets]) for k in datasets[0] if k in INFO_KEYS}
+    terminals = np.concatenate([d['terminals'] for d in datasets])
+    episode_ids = np.concatenate([[0], np.cumsum(terminals[:-1])]).astype(np.int64)
+    num_episodes = int(episode_ids[-1]) + 1
+
+    report = {}
+    for k in range(1, NUM_TASKS + 1):
+        env_id = f'{family}-singletask-task{k}-{version}'
+        env = gymnasium.make(env_id)
+        try:
+            ds = dict(info)
+            relabel_dataset(env_id, env, ds)
+        finally:
+            env.close()
+        success = ds['masks'] == 0.0
+        ep_success = np.bincount(episode_ids, weights=success.astype(np.float64), minlength=num_episodes) > 0
+        report[f'task{k}'] = dict(
+            episode_success_rate=float(ep_success.mean()),
+            transition_success_rate=float(success.mean()),
+            num_episodes=num_episodes,
+            num_successful_episodes=int(ep_success.sum()),
+            num_transitions=int(len(success)),
+        )
+    return report
 
 
 def format_report(dataset_name, report):

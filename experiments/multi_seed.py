@@ -8,7 +8,7 @@
     agent_of_seed_1 = unstack(agents, 1)
 
 Seed i gets the networks of `agent_class.create(seeds[i], ...)` and the batch stream of
-`data_key_for_seed(seeds[i])` (the same derivation as main.py), so its result equals the single-seed
+`data_key_for_seed(seeds[i])` (main.py's, `utils.training.run_keys`), so its result equals the single-seed
 `utils.training.train_steps` run of that seed up to floating-point reassociation (tests/test_multi_seed.py).
 
 Scope: offline training on one shared device dataset. The online phase is out of scope in multi-seed
@@ -31,13 +31,12 @@ import jax.numpy as jnp
 if __package__ in (None, ''):  # `python experiments/multi_seed.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.training import TRAIN_COMPILER_OPTIONS, train_step  # noqa: E402
+from utils.training import TRAIN_COMPILER_OPTIONS, run_keys, train_step  # noqa: E402
 
 
 def data_key_for_seed(seed: int) -> jax.Array:
     """The offline batch-stream key of main.py for `seed`."""
-    data_key, _ = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1))
-    return data_key
+    return run_keys(seed)[0]
 
 
 def stack(trees):
@@ -65,7 +64,7 @@ def unstack(tree, index: int):
 def create_agents(agent_class, seeds, example_batch, config, pretrained_flows=None):
     """The agents of `seeds` (one per seed, as `agent_class.create(seed, ...)`), stacked.
 
-    `pretrained_flows`: optional list (one per seed) of flow parameters from `utils.checkpoints.load_flow_params`.
+    `pretrained_flows`: optional list (one per seed) of flow parameters from `utils.run_state.load_flow_params`.
     """
     agents = [agent_class.create(seed, example_batch, config) for seed in seeds]
     if pretrained_flows is not None:
@@ -119,21 +118,20 @@ def main(_):
     from absl import logging as absl_logging
 
     from agents import get_agent_class
-    from utils.checkpoints import load_flow_params
+    from utils.acting import evaluate
     from utils.datasets import Dataset, example_batch
-    from utils.domains import default_horizon_length
-    from utils.evaluation import evaluate
+    from utils.domains import with_horizon_length
     from utils.ogbench_data import make_env_and_datasets
+    from utils.prng import use_unrolled_threefry_on_cpu
+    from utils.run_state import load_flow_params
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
+    use_unrolled_threefry_on_cpu()
     FLAGS = flags.FLAGS
     seeds = [int(seed) for seed in FLAGS.seeds]
-    config = FLAGS.agent.copy_and_resolve_references()
-    with config.unlocked():
-        config.horizon_length = FLAGS.horizon_length or config.get('horizon_length') or \
-            default_horizon_length(FLAGS.env_name)
+    config = with_horizon_length(FLAGS.agent, FLAGS.env_name, FLAGS.horizon_length)
     horizon_length = config.horizon_length
-    env, eval_env, train_data, _ = make_env_and_datasets(FLAGS.env_name, dataset_dir=FLAGS.dataset_dir,
+    _, eval_env, train_data, _ = make_env_and_datasets(FLAGS.env_name, dataset_dir=FLAGS.dataset_dir,
                                                          sparse=FLAGS.sparse)
     dataset = Dataset.create(train_data)
     flows = None
@@ -158,8 +156,7 @@ def main(_):
         row = {'seed': seed, 'step': step, **{f'training/{key}': float(value[index])
                                              for key, value in jax.device_get(info or {}).items()}}
         if FLAGS.eval_episodes > 0:
-            metrics = evaluate(unstack(agents, index), eval_env, FLAGS.eval_episodes, seed, step,
-                               env.action_space.shape[-1])
+            metrics = evaluate(unstack(agents, index), eval_env, FLAGS.eval_episodes, seed, step)
             row.update({f'evaluation/{key}': float(value) for key, value in metrics.items()})
             print(f'seed {seed}: success {metrics["success"]:.3f}')
         results.append(row)

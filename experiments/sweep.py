@@ -17,9 +17,9 @@ Launchers:
   local  `--max_workers` main.py processes at a time (concurrent.futures + subprocess); a method's run
          starts when its BC run has succeeded. Logs in {save_dir}/logs/. Finished runs are skipped.
   slurm  sbatch job-array scripts for each stage (arrays of at most --slurm_array_limit tasks), the second
-         stage with --dependency=afterok on the first; `#SBATCH --requeue` and `--signal=B:USR1@...`
-         with a trap that requeues the task before its time limit. A requeued or preempted task reruns
-         the same command, and main.py resumes from its latest checkpoint.
+         stage with --dependency=afterok on the first; `#SBATCH --requeue` and `--signal=B:USR1@...`.
+         The script forwards USR1 and TERM to main.py, which saves and exits with status 75, and then
+         requeues the task; the rerun resumes from that checkpoint.
 
 Domains whose data is not under --dataset_dir are listed, with how to get the data, and their jobs are
 not launched. Relative paths are relative to the repository root (the jobs run there).
@@ -39,34 +39,15 @@ from typing import Dict, List, Optional, Tuple
 if __package__ in (None, ''):  # `python experiments/sweep.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from agents import BC, METHODS, paper_methods  # noqa: E402
+from experiments.presets import PRESETS, expected_runs, resolve_spec  # noqa: E402,F401
 from utils import domains as domains_lib  # noqa: E402
+from utils import run_dir as layout  # noqa: E402
+from utils.errors import EXIT_PREEMPTED  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATASET_DIR = '~/.ogbench/data'  # OGBench's default, also main.py's
-
-SMALL_NETWORK = {'actor_hidden_dims': (64, 64), 'value_hidden_dims': (64, 64), 'actor_layer_norm': False,
-                 'num_qs': 2, 'batch_size': 64}
-PRESETS = {
-    # ALGORITHMS.md section 4 "Protocol": 300K BC steps, 1M offline, 500K online, eval every 50K steps with
-    # 50 episodes (main.py's defaults), 8 seeds, the 50 tasks.
-    'paper': dict(
-        methods=domains_lib.PAPER_METHODS, domains=tuple(domains_lib.DOMAINS), tasks=(1, 2, 3, 4, 5),
-        seeds=tuple(range(8)), bc_steps=300_000, offline_steps=1_000_000, online_steps=500_000,
-        main_flags={}, network={}, save_dir='runs/paper', dataset_dir=DEFAULT_DATASET_DIR, generate_episodes=None,
-        max_workers=1,
-    ),
-    # A 2-core laptop in about an hour: the locally generated manipulation domains of the table, task 1,
-    # 2 seeds, every method, 2 x 64 networks with 2 critics, 3K BC + 5K offline + 2K online steps.
-    'cpu': dict(
-        methods=domains_lib.PAPER_METHODS, domains=('scene-play', 'puzzle-3x3-play', 'cube-double-play'),
-        tasks=(1,), seeds=(0, 1), bc_steps=3_000, offline_steps=5_000, online_steps=2_000,
-        main_flags={'eval_interval': 2_500, 'eval_episodes': 10, 'save_interval': 2_500, 'log_interval': 500,
-                    'steps_per_call': 250, 'start_training': 500},
-        network=SMALL_NETWORK, save_dir='runs/cpu_preset', dataset_dir='data/cpu_preset', generate_episodes=50,
-        max_workers=2,
-    ),
-}
-BC_ONLY_KEYS = ('actor_hidden_dims', 'actor_layer_norm', 'batch_size')  # keys bc_flow's config has
+# What a BC run shares with the methods that start from it: the flow network's shape (and the batch).
+BC_SHARED_KEYS = ('actor_hidden_dims', 'actor_layer_norm', 'batch_size')
 
 
 @dataclasses.dataclass
@@ -118,36 +99,19 @@ def flag_args(flags: dict, prefix: str = '') -> List[str]:
     return args
 
 
-def resolve_spec(preset: str = 'paper', **changes) -> dict:
-    """A preset with `changes` (values that are None keep the preset's)."""
-    if preset not in PRESETS:
-        raise ValueError(f'Unknown preset {preset!r}; known: {", ".join(PRESETS)}.')
-    spec = dict(PRESETS[preset], preset=preset, bc_per_domain=False, python='python', extra_main_flags=(),
-                extra_agent_overrides={})
-    spec.update({key: value for key, value in changes.items() if value is not None})
-    unknown = [m for m in spec['methods'] if m not in domains_lib.AGENT_FILES or m == 'BC']
-    if unknown:
-        raise ValueError(f'Unknown methods {unknown}; known: {", ".join(domains_lib.PAPER_METHODS)}.')
-    for domain in spec['domains']:
-        domains_lib.domain_settings(domain + '-v0')  # raises with the list of domains
-    return spec
-
-
 def bc_run_dir(save_dir: str, env_name: str, seed: int) -> str:
     """main.py's default run directory of `--bc_only --agent=agents/bc_flow.py`."""
-    return os.path.join(save_dir, f'bc_flow_{env_name}_seed{seed}_bc')
+    return os.path.join(save_dir, layout.run_name(BC.slug, env_name, seed, bc_only=True))
 
 
-def rl_run_name(method: str, env_name: str, seed: int) -> str:
-    return f'{method.lower()}_{env_name}_seed{seed}'
-
-
-def _agent_config_overrides(method, env_name, spec):
-    overrides = domains_lib.agent_overrides(method, env_name)
-    network = spec['network']
-    if method == 'BC':
-        network = {key: value for key, value in network.items() if key in BC_ONLY_KEYS}
-    return {**overrides, **network, **(spec['extra_agent_overrides'] if method != 'BC' else {})}
+def agent_overrides(method: str, env_name: str, spec: dict) -> dict:
+    """The --agent.* overrides of a job: the method's on the domain, then the spec's network and extra
+    overrides; a BC job takes of the latter what its flow must share with the methods."""
+    overrides = {**METHODS[method].overrides(env_name), **spec['network'], **spec['extra_agent_overrides']}
+    if method == BC.label:
+        own = METHODS[method].overrides(env_name)
+        overrides = {key: value for key, value in overrides.items() if key in own or key in BC_SHARED_KEYS}
+    return overrides
 
 
 def build_sweep(spec: dict) -> Sweep:
@@ -167,45 +131,38 @@ def build_sweep(spec: dict) -> Sweep:
                 bc_env = settings.env_names([spec['tasks'][0]])[0] if spec['bc_per_domain'] else env_name
                 bc_dir = bc_run_dir(save_dir, bc_env, seed)
                 if (bc_env, seed) not in bc_by_key:
-                    command = [spec['python'], 'main.py', '--bc_only', f'--agent={domains_lib.AGENT_FILES["BC"]}',
+                    command = [spec['python'], 'main.py', '--bc_only', f'--agent={BC.agent_file}',
                                f'--env_name={bc_env}', f'--seed={seed}', f'--save_dir={save_dir}',
                                f'--offline_steps={spec["bc_steps"]}',
-                               *flag_args(domains_lib.main_flags('BC', bc_env, dataset_dir)),
+                               *flag_args(domains_lib.run_flags(bc_env, dataset_dir)),
                                *flag_args(spec['main_flags']), *spec['extra_main_flags'],
-                               *flag_args(_agent_config_overrides('BC', bc_env, spec), 'agent.')]
+                               *flag_args(agent_overrides(BC.label, bc_env, spec), 'agent.')]
                     job = Job('bc', 'BC', bc_env, seed, bc_dir, command, spec['bc_steps'], data_ok=present)
                     bc_by_key[(bc_env, seed)] = job
                     bc_jobs.append(job)
                 # Stage 2: every method from the BC checkpoint; identical configurations run once.
-                launched = {}
+                launched = []  # (method, agent config of its job)
                 for method in spec['methods']:
                     expected.append((method, env_name, seed))
-                    overrides = _agent_config_overrides(method, env_name, spec)
-                    key = (domains_lib.AGENT_FILES[method], tuple(sorted(overrides.items())))
-                    if key in launched:
-                        duplicates.append((method, env_name, seed, launched[key]))
+                    overrides = agent_overrides(method, env_name, spec)
+                    same_as = [label for label, config in launched
+                               if METHODS[method].is_configured_as(config, env_name)]
+                    if same_as:
+                        duplicates.append((method, env_name, seed, same_as[0]))
                         continue
-                    launched[key] = method
-                    run_name = rl_run_name(method, env_name, seed)
-                    command = [spec['python'], 'main.py', f'--agent={domains_lib.AGENT_FILES[method]}',
+                    launched.append((method, {'agent_name': METHODS[method].agent_name, **overrides}))
+                    run_name = layout.run_name(METHODS[method].slug, env_name, seed)
+                    command = [spec['python'], 'main.py', f'--agent={METHODS[method].agent_file}',
                                f'--env_name={env_name}', f'--seed={seed}', f'--save_dir={save_dir}',
                                f'--run_name={run_name}', f'--pretrained_actor_path={bc_dir}',
                                f'--offline_steps={spec["offline_steps"]}', f'--online_steps={spec["online_steps"]}',
-                               *flag_args(domains_lib.main_flags(method, env_name, dataset_dir)),
+                               *flag_args(domains_lib.run_flags(env_name, dataset_dir)),
                                *flag_args(spec['main_flags']), *spec['extra_main_flags'],
                                *flag_args(overrides, 'agent.')]
                     rl_jobs.append(Job('rl', method, env_name, seed, os.path.join(save_dir, run_name), command,
                                        spec['offline_steps'] + spec['online_steps'], depends_on=bc_dir,
                                        data_ok=present))
     return Sweep(bc_jobs, rl_jobs, expected, duplicates, missing, spec)
-
-
-def expected_runs(preset: str = 'paper', **changes) -> List[Tuple[str, str, int]]:
-    """(method, env, seed) of every cell of the sweep's table (for experiments/aggregate.py)."""
-    spec = resolve_spec(preset, **changes)
-    return [(method, settings.env_names([task])[0], seed)
-            for settings in (domains_lib.DOMAINS[d] for d in spec['domains'])
-            for task in spec['tasks'] for seed in spec['seeds'] for method in spec['methods']]
 
 
 def summary(sweep: Sweep) -> str:
@@ -247,7 +204,7 @@ def _abs(path: str) -> str:
 
 def run_complete(run_dir: str, total_steps: int) -> bool:
     """Whether eval.csv has the final evaluation (main.py evaluates at the last step)."""
-    path = os.path.join(_abs(run_dir), 'eval.csv')
+    path = os.path.join(_abs(run_dir), layout.EVAL_CSV)
     if not os.path.exists(path):
         return False
     with open(path, newline='') as f:
@@ -280,6 +237,8 @@ def run_local(bc_jobs: List[Job], rl_jobs: List[Job], max_workers: int, log_dir:
             log_file.flush()
             result = subprocess.run(_local_command(job.command), cwd=REPO_ROOT, stdout=log_file,
                                     stderr=subprocess.STDOUT)
+        if result.returncode == EXIT_PREEMPTED:
+            return f'preempted: saved and stopped; rerun the sweep to resume (log: {os.path.join(log_dir, job.name + ".log")})'
         if result.returncode != 0:
             return f'failed with exit code {result.returncode} (log: {os.path.join(log_dir, job.name + ".log")})'
         return f'ok ({time.time() - start:.0f}s)'
@@ -322,26 +281,32 @@ SBATCH_TEMPLATE = """#!/bin/bash
 #SBATCH --signal=B:USR1@{signal_seconds}
 {extra}
 # {stage_doc}
-# Task i runs line i + 1 of {commands_file}. A preempted task is requeued by Slurm (--requeue); before the
-# time limit, USR1 makes this script stop main.py and requeue the task. Either way the same command runs
-# again and main.py resumes from its latest checkpoint.
+# Task i runs line i + 1 of {commands_file}. On SIGTERM (preemption) or USR1 (sent before the time limit)
+# main.py saves a checkpoint and exits with status 75; the task is then requeued, runs the same command
+# again and main.py resumes from that checkpoint.
 set -u
 cd {repo_root}
 {setup}
 COMMAND=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {commands_file})
 echo "[$(date)] task ${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}} (restart ${{SLURM_RESTART_COUNT:-0}}): $COMMAND"
-requeue() {{
-  echo "[$(date)] USR1: time limit near, stopping and requeueing"
-  kill -TERM "$CHILD" 2>/dev/null
-  wait "$CHILD"
+stop_child() {{
+  echo "[$(date)] $1: asking main.py to save and stop"
+  kill -"$1" "$CHILD" 2>/dev/null
+}}
+trap 'stop_child USR1' USR1
+trap 'stop_child TERM' TERM
+bash -c "exec $COMMAND" &
+CHILD=$!
+while true; do
+  wait "$CHILD"; STATUS=$?
+  kill -0 "$CHILD" 2>/dev/null || break  # wait returns early when a trapped signal arrives
+done
+if [ "$STATUS" -eq 75 ]; then
+  echo "[$(date)] main.py saved and stopped (status 75): requeueing"
   scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
   exit 0
-}}
-trap requeue USR1
-bash -c "$COMMAND" &
-CHILD=$!
-wait "$CHILD"
-exit $?
+fi
+exit "$STATUS"
 """
 
 
@@ -441,7 +406,7 @@ def _define_flags():
     from absl import flags
 
     flags.DEFINE_enum('preset', 'paper', list(PRESETS), 'paper: the full sweep; cpu: a ~1 hour run on 2 CPU cores.')
-    flags.DEFINE_list('methods', None, f'Methods (default: the preset\'s; {", ".join(domains_lib.PAPER_METHODS)}).')
+    flags.DEFINE_list('methods', None, f'Methods (default: the papers\' {", ".join(paper_methods())}).')
     flags.DEFINE_list('domains', None, f'Domains (default: the preset\'s; {", ".join(domains_lib.DOMAINS)}).')
     flags.DEFINE_list('tasks', None, 'Tasks 1..5 (default: the preset\'s).')
     flags.DEFINE_list('seeds', None, 'Seeds (default: the preset\'s; paper 0..7).')

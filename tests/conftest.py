@@ -9,6 +9,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from utils.prng import use_unrolled_threefry_on_cpu  # noqa: E402
+
+use_unrolled_threefry_on_cpu()  # as main.py and the experiments do: same numbers, faster small programs
+
 TINY_ENV = 'cube-single-play-singletask-task1-v0'
 
 
@@ -21,3 +25,53 @@ def tiny_dataset_dir(tmp_path_factory):
     generate('cube-single-play-v0', num_episodes=3, dataset_dir=str(directory), seed=0, num_val_episodes=1,
              max_episode_steps=201, progress=False, verbose=False)
     return str(directory)
+
+
+@pytest.fixture(scope='session')
+def tiny_shards_dir(tmp_path_factory):
+    """Two one-episode shards of cube-single-play (seeds 1 and 2), a sharded dataset in miniature."""
+    import shutil
+
+    from experiments.generate_dataset import generate
+
+    directory = tmp_path_factory.mktemp('ogbench_shards')
+    for index, seed in enumerate((1, 2)):
+        source = tmp_path_factory.mktemp(f'shard_source{index}')
+        generate('cube-single-play-v0', num_episodes=1, dataset_dir=str(source), seed=seed, num_val_episodes=1,
+                 max_episode_steps=201, progress=False, verbose=False)
+        shutil.copy(source / 'cube-single-play-v0.npz', directory / f'shard{index}.npz')
+    return str(directory)
+
+
+GOLDEN_DIR = os.path.join(REPO_ROOT, 'tests', 'data', 'golden')
+
+
+def assert_logs_match_golden(run_dir, name):
+    """train.csv and eval.csv of a run equal the rows recorded from the code before main.py's redesign
+    (tests/data/golden/{name}_*.csv), the wall-clock column aside; numbers to float32 round-off."""
+    import csv
+
+    import numpy as np
+
+    for stream in ('train', 'eval'):
+        with open(os.path.join(GOLDEN_DIR, f'{name}_{stream}.csv'), newline='') as f:
+            expected = list(csv.DictReader(f))
+        with open(os.path.join(run_dir, f'{stream}.csv'), newline='') as f:
+            actual = list(csv.DictReader(f))
+        assert len(actual) == len(expected), (stream, len(actual), len(expected))
+        for want, got in zip(expected, actual):
+            assert set(want) <= set(got), (stream, set(want) - set(got))
+            for key, value in want.items():
+                if value in ('', None) or not _is_number(value):
+                    assert (got[key] or '') == (value or ''), (stream, want['step'], key)
+                else:
+                    np.testing.assert_allclose(float(got[key]), float(value), rtol=1e-4, atol=1e-6,
+                                               err_msg=f'{stream}.csv step {want["step"]} {key}')
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

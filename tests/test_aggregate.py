@@ -224,3 +224,16 @@ def test_qam_run_counts_as_qam_e_where_their_configs_coincide(tmp_path):
     table = aggregate.success_table(runs, expected=[], bootstrap_reps=200)
     assert table.per_domain[('QAM-E', 'scene-play')].mean == pytest.approx(90.0)
     assert any('QAM-E on scene-play' in note for note in table.notes)
+
+
+def test_duplicate_run_directories_use_the_complete_one_and_bad_names_are_skipped(tmp_path, capsys):
+    root = str(tmp_path / 'runs')
+    make_run(root, 'a_empty_failed_attempt', CONFIGS['FQL'], A1, 0, [])
+    make_run(root, 'b_finished', CONFIGS['FQL'], A1, 0, [(OFFLINE, 0.7)])
+    make_run(root, 'c_not_a_task', CONFIGS['FQL'], 'cube-double-play', 0, [(OFFLINE, 0.1)])
+    runs = aggregate.load_runs(root)
+    assert 'not an OGBench single-task name' in capsys.readouterr().err
+    table = aggregate.success_table(runs, step='offline_end')
+    assert table.domains == ['cube-double-play'] and table.per_task[('FQL', A1)].mean == pytest.approx(70.0)
+    assert not table.missing
+    assert any('2 run directories' in note and 'b_finished' in note.split('not')[0] for note in table.notes)

@@ -21,9 +21,8 @@ def test_synthetic_dataset_has_episode_boundaries():
     np.testing.assert_array_equal(data['next_observations'][:-1], data['observations'][1:])
 
 
-def test_benchmark_fql_tiny_writes_json_and_markdown(tmp_path, monkeypatch):
-    monkeypatch.setitem(benchmark.AGENTS, 'unfinished', ('no_such_agent_module', {}))
-    records = benchmark.run_benchmarks(['fql', 'unfinished'], ['tiny'], dataset_size=2000, updates_per_call=2,
+def test_benchmark_fql_tiny_writes_json_and_markdown(tmp_path):
+    records = benchmark.run_benchmarks(['fql'], ['tiny'], dataset_size=2000, updates_per_call=2,
                                        num_windows=2, isolate=False, log=lambda *args: None)
     json_path, md_path = benchmark.write_outputs(records, str(tmp_path))
     loaded = json.load(open(json_path))['records']
@@ -34,10 +33,16 @@ def test_benchmark_fql_tiny_writes_json_and_markdown(tmp_path, monkeypatch):
     assert fql['size'] == 'tiny' and fql['num_qs'] == 2 and fql['batch_size'] == 8 and fql['dataset_size'] == 2000
     assert len(fql['window_updates_per_second']) == 2 and fql['metrics_finite']
     assert fql['updates_per_second'] > 0 and fql['reference_ms_per_update'] is None
-    (skipped,) = [r for r in loaded if r['agent'] == 'unfinished']
-    assert skipped['status'] == 'skipped' and 'does not import' in skipped['note']
-    markdown = open(md_path).read()
-    assert '| fql | tiny |' in markdown and 'unfinished' in markdown
+    assert '| fql | tiny |' in open(md_path).read()
+
+
+def test_unknown_agent_is_refused_with_the_known_ones():
+    try:
+        benchmark.run_benchmarks(['nope'], ['tiny'], log=lambda *args: None)
+    except ValueError as error:
+        assert 'trqam' in str(error) and 'qam-e' in str(error)
+    else:
+        raise AssertionError('an unknown agent must be refused')
 
 
 def test_reference_and_speedup_columns():

@@ -1,6 +1,6 @@
 """The hot path compiles the way the speed work intends, without changing any number.
 
-`utils` registers the straight-line Threefry lowering on the CPU (utils/prng.py): every random number
+The entry points register the straight-line Threefry lowering on the CPU (utils/prng.py): every random number
 must be bit-identical to stock JAX, and random draws must no longer compile to loops. The training step
 is compiled with XLA's own dot emitter (utils/training.py), which must reach the compiled program.
 """
@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import utils  # noqa: F401 - applies the lowering, as every entry point of the project does
 from utils.prng import use_unrolled_threefry_on_cpu
+
+use_unrolled_threefry_on_cpu()  # as every entry point of the project does
 
 # Random draws of every kind the agents use: seeding, split, fold_in, normal, uniform, randint, bits,
 # eagerly, under jit, and inside a scan (where the training step draws them).
@@ -48,7 +49,7 @@ def _draws_here():
 
 
 def test_random_numbers_are_those_of_stock_jax():
-    """A fresh process that never imports `utils` draws exactly the same numbers."""
+    """A fresh process with stock JAX draws exactly the same numbers."""
     script = DRAWS + '\nimport json\nprint(json.dumps(draws()))\n'
     result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, check=True,
                             env={'JAX_PLATFORMS': 'cpu', 'PATH': ''})

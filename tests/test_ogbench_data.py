@@ -6,8 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from experiments.generate_dataset import generate, parse_dataset_name
+from experiments.generate_dataset import generate, parse_dataset_name, task_success_report
 from utils import ogbench_data as od
+from utils.datasets import TRANSITION_KEYS
 
 ENV_NAME = 'cube-single-play-singletask-task1-v0'
 DATASET_NAME = 'cube-single-play-v0'
@@ -89,19 +90,40 @@ def test_parse_dataset_name():
     assert parse_dataset_name('cube-double-play-v0') == ('cube-double', 'play', 'v0', 'cube-double-play-v0')
     assert parse_dataset_name('puzzle-3x3-noisy-singletask-task4-v0')[3] == 'puzzle-3x3-noisy-v0'
     assert parse_dataset_name('scene-v0', dataset_type='noisy')[3] == 'scene-noisy-v0'
-    with pytest.raises(ValueError):
-        parse_dataset_name('antmaze-large-navigate-v0')
+    assert parse_dataset_name('antmaze-large-navigate-v0') == ('antmaze-large', 'navigate', 'v0',
+                                                               'antmaze-large-navigate-v0')
+    for bad in ('cube-single-v0', 'play-v0', 'cube-single-play', 'cube-single-play-vx'):
+        with pytest.raises(ValueError):
+            parse_dataset_name(bad)
     with pytest.raises(ValueError):
         parse_dataset_name('cube-single-play-v0', dataset_type='noisy')
 
 
+@pytest.mark.parametrize('name', ['antmaze-large-navigate-v0', 'cube-single-navigate-v0', 'foo-play-v0'])
+def test_generate_rejects_non_generatable(name, tmp_path):
+    with pytest.raises(ValueError) as e:
+        generate(name, num_episodes=1, dataset_dir=str(tmp_path), progress=False, verbose=False)
+    assert 'generate' in str(e.value)
+    assert os.listdir(tmp_path) == []
+
+
 def test_task_success_report(gen_dir):
-    report = od.task_success_report(DATASET_NAME, str(gen_dir))
+    report = task_success_report(DATASET_NAME, str(gen_dir))
     assert sorted(report) == [f'task{k}' for k in range(1, 6)]
     for r in report.values():
         assert 0.0 <= r['episode_success_rate'] <= 1.0 and 0.0 <= r['transition_success_rate'] <= 1.0
         assert r['num_episodes'] == NUM_TRAIN + NUM_VAL
         assert r['num_transitions'] == (NUM_TRAIN + NUM_VAL) * (EP_STEPS - 1)
+    # A single-task name reports on the same dataset; include_val=False uses the train file only.
+    assert task_success_report(ENV_NAME, str(gen_dir)) == report
+    train_only = task_success_report(DATASET_NAME, str(gen_dir), include_val=False)
+    assert all(r['num_episodes'] == NUM_TRAIN for r in train_only.values())
+
+
+def test_task_success_report_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        task_success_report(DATASET_NAME, str(tmp_path))
+    assert f'{DATASET_NAME}.npz' in str(e.value)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -115,7 +137,7 @@ def test_make_env_and_datasets(loaded, gen_dir):
     n_train, n_val = NUM_TRAIN * (EP_STEPS - 1), NUM_VAL * (EP_STEPS - 1)
     ob_dim = env.observation_space.shape[0]
     for ds, n in ((train, n_train), (val, n_val)):
-        assert set(ds) == set(od.DATASET_KEYS)
+        assert set(ds) == set(TRANSITION_KEYS)
         for k, v in ds.items():
             assert isinstance(v, np.ndarray) and v.dtype == np.float32, k
             assert len(v) == n, k
@@ -155,7 +177,7 @@ def test_dataset_path_with_and_without_val(gen_dir, tmp_path):
     shutil.copy(path, lone)
     _, _, train2, val2 = od.make_env_and_datasets(ENV_NAME, dataset_path=str(lone))
     assert val2 is None
-    for k in od.DATASET_KEYS:
+    for k in TRANSITION_KEYS:
         np.testing.assert_array_equal(train[k], train2[k])
 
 
@@ -201,15 +223,17 @@ def test_invalid_env_name(name):
     with pytest.raises(ValueError) as e:
         od.make_env_and_datasets(name, download=False)
     assert 'cube-double' in str(e.value) and 'singletask' in str(e.value)
+    assert 'Supported environment families (dataset types):' in str(e.value)
 
 
-def test_valid_names_and_domains():
+def test_valid_names_and_families():
     p = od.parse_env_name('cube-double-play-singletask-task2-v0')
+    assert (p.family, p.dataset_type, p.task, p.version) == ('cube-double', 'play', 2, 'v0')
     assert (p.env_id, p.dataset_name) == ('cube-double-singletask-task2-v0', 'cube-double-play-v0')
     assert od.parse_env_name('scene-noisy-singletask-v0').env_id == 'scene-singletask-v0'
     assert od.parse_env_name('antmaze-large-navigate-singletask-task3-v0').dataset_name == 'antmaze-large-navigate-v0'
-    assert od.domain_of('cube-triple-play-singletask-task2-v0') == 'cube-triple-play'
-    assert od.domain_of('puzzle-4x4-noisy-singletask-v0') == 'puzzle-4x4-noisy'
+    assert od.parse_env_name('puzzle-4x4-noisy-singletask-v0').family == 'puzzle-4x4'
+    assert {'cube-double', 'scene', 'puzzle-4x4', 'antmaze-large'} <= set(od.supported_families())
     assert od.is_manipulation('puzzle-3x3-play-singletask-task1-v0') and od.is_manipulation('scene-play-v0')
     assert not od.is_manipulation('humanoidmaze-medium-navigate-singletask-v0')
 
@@ -257,18 +281,6 @@ def test_malformed_missing_key_and_truncated(gen_dir, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_shard_rotation():
-    r = od.ShardRotation(['a', 'b', 'c'], interval=10)
-    assert [r.shard_for_step(s) for s in (0, 9, 10, 19, 20, 29, 30, 31)] == [0, 0, 1, 1, 2, 2, 0, 0]
-    assert r.path_for_step(25) == 'c' and len(r) == 3
-    never = od.ShardRotation(['a', 'b'], interval=0)
-    assert {never.shard_for_step(s) for s in range(0, 1000, 7)} == {0}
-    with pytest.raises(ValueError):
-        od.ShardRotation([], interval=1)
-    with pytest.raises(ValueError):
-        od.ShardRotation(['a'], interval=-1)
-
-
 def test_list_dataset_shards(tmp_path):
     for name in ('shard-010.npz', 'shard-002.npz', 'shard-002-val.npz', 'shard-001.npz', 'notes.txt'):
         (tmp_path / name).write_bytes(b'')
@@ -291,6 +303,6 @@ def test_load_dataset_shard(gen_dir, loaded, tmp_path):
     shards = od.list_dataset_shards(str(tmp_path)) + [os.path.join(tmp_path, 'withval', f'{DATASET_NAME}.npz')]
     for shard in shards:
         ds = od.load_dataset_shard(ENV_NAME, shard, env, sparse=False, action_clip_eps=1e-5)
-        assert set(ds) == set(od.DATASET_KEYS)
-        for k in od.DATASET_KEYS:
+        assert set(ds) == set(TRANSITION_KEYS)
+        for k in TRANSITION_KEYS:
             np.testing.assert_array_equal(ds[k], train[k])

@@ -1,4 +1,4 @@
-"""experiments/sweep.py and utils/domains.py: the table of jobs, data checks, launchers (without training)."""
+"""experiments/sweep.py, utils/domains.py and the method registry: the table of jobs, data checks, launchers."""
 
 import os
 import subprocess
@@ -8,6 +8,7 @@ import pytest
 
 from experiments import sweep
 from tests.conftest import REPO_ROOT
+from agents import METHODS
 from utils import domains
 
 
@@ -19,23 +20,24 @@ def flag(command, name):
 def test_domain_settings_of_the_papers():
     assert len(domains.DOMAINS) == 10
     env = 'puzzle-4x4-play-singletask-task3-v0'
-    assert domains.agent_overrides('QAM-E', env)['inv_temp'] == 0.1
-    assert domains.agent_overrides('QAM-E', env)['edit_scale'] == 0.9
-    assert domains.agent_overrides('QAM', env)['inv_temp'] == 30
-    assert domains.agent_overrides('FQL', env)['alpha'] == 1
-    assert domains.agent_overrides('TRQAM', env)['actor_hidden_dims'] == (1024,) * 4
-    assert domains.agent_overrides('BC', env) == {'actor_hidden_dims': (1024,) * 4, 'actor_layer_norm': True}
-    assert domains.main_flags('QAM', env, 'data') == {
+    assert METHODS['QAM-E'].overrides(env)['inv_temp'] == 0.1
+    assert METHODS['QAM-E'].overrides(env)['edit_scale'] == 0.9
+    assert METHODS['QAM'].overrides(env)['inv_temp'] == 30
+    assert METHODS['FQL'].overrides(env)['alpha'] == 1
+    assert METHODS['TRQAM'].overrides(env)['actor_hidden_dims'] == (1024,) * 4
+    assert METHODS['BC'].overrides(env) == {'discount': 0.99, 'actor_hidden_dims': (1024,) * 4,
+                                            'actor_layer_norm': True}  # the keys bc_flow's config has
+    assert domains.run_flags(env, 'data') == {
         'horizon_length': 5, 'sparse': True, 'dataset_shards_dir': os.path.join('data', 'puzzle-4x4-play-10m-v0')}
     humanoid = 'humanoidmaze-large-navigate-singletask-task1-v0'
-    assert domains.agent_overrides('TRQAM', humanoid)['discount'] == 0.999
-    assert domains.agent_overrides('TRQAM', humanoid)['rho'] == 0.0
-    assert domains.agent_overrides('IFQL', humanoid) == {**domains.agent_overrides('IFQL', humanoid),
+    assert METHODS['TRQAM'].overrides(humanoid)['discount'] == 0.999
+    assert METHODS['TRQAM'].overrides(humanoid)['rho'] == 0.0
+    assert METHODS['IFQL'].overrides(humanoid) == {**METHODS['IFQL'].overrides(humanoid),
                                                           'expectile': 0.8, 'discount': 0.995, 'rho': 0.0}
-    assert domains.main_flags('DSRL', humanoid) == {'horizon_length': 1, 'sparse': False}
-    assert domains.agent_overrides('TRQAM', 'cube-triple-play-singletask-task1-v0')['kl_budget'] == 0.5
-    assert domains.agent_overrides('TRQAM', 'cube-double-play-singletask-task1-v0')['discount'] == 0.995
-    assert domains.agent_overrides('CGQL-L', 'scene-play-singletask-task1-v0') == {
+    assert domains.run_flags(humanoid) == {'horizon_length': 1, 'sparse': False}
+    assert METHODS['TRQAM'].overrides('cube-triple-play-singletask-task1-v0')['kl_budget'] == 0.5
+    assert METHODS['TRQAM'].overrides('cube-double-play-singletask-task1-v0')['discount'] == 0.995
+    assert METHODS['CGQL-L'].overrides('scene-play-singletask-task1-v0') == {
         'mode': 'linex', 'inv_temp': 10.0, 'guidance_coef': 0.1, 'noisy_coef': 0.1, 'discount': 0.99, 'rho': 0.5,
         'actor_hidden_dims': (512,) * 4, 'value_hidden_dims': (512,) * 4, 'actor_layer_norm': False}
     assert domains.DOMAINS['cube-quadruple-play'].dataset_size == 100_000_000
@@ -43,7 +45,7 @@ def test_domain_settings_of_the_papers():
     assert not domains.DOMAINS['antmaze-large-navigate'].generatable
     assert domains.DOMAINS['cube-double-play'].generatable
     with pytest.raises(KeyError, match='cube-double-play'):
-        domains.agent_overrides('QAM', 'cube-single-play-singletask-task1-v0')
+        METHODS['QAM'].overrides('cube-single-play-singletask-task1-v0')
 
 
 def test_paper_sweep_table(tmp_path):
@@ -148,3 +150,12 @@ def test_local_launcher_runs_bc_first_and_skips_dependants_of_failures(tmp_path)
     status = sweep.run_local([good_bc], [after_good], max_workers=1, log_dir=str(tmp_path / 'logs'),
                              log=lambda *args: None)
     assert set(status.values()) == {'complete'}
+
+
+def test_network_overrides_reach_the_bc_jobs_too(tmp_path):
+    spec = sweep.resolve_spec('paper', dataset_dir=str(tmp_path), domains=('cube-double-play',), tasks=(1,),
+                              seeds=(0,), extra_agent_overrides={'actor_hidden_dims': (32, 32), 'lr': 1e-4})
+    table = sweep.build_sweep(spec)
+    (bc,) = table.bc_jobs
+    assert flag(bc.command, 'agent.actor_hidden_dims') == '(32,32)' and flag(bc.command, 'agent.lr') is None
+    assert all(flag(job.command, 'agent.actor_hidden_dims') == '(32,32)' for job in table.rl_jobs)

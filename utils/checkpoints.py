@@ -5,6 +5,7 @@ name every mismatch, instead of failing deep inside orbax.
 """
 
 import os
+import shutil
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -46,13 +47,17 @@ def unflatten_like(template, flat: Dict[str, np.ndarray], source: str = 'checkpo
 
 
 class Checkpointer:
-    """Keeps the latest `max_to_keep` checkpoints of a run under `directory`."""
+    """Keeps the latest `max_to_keep` checkpoints of a run under `directory`.
+
+    Orbax writes each checkpoint into a temporary folder and renames it when complete, so a checkpoint
+    is whole or absent; temporary folders left by a killed process are removed on opening.
+    """
 
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True),
         )
 
     def latest_step(self) -> Optional[int]:
@@ -74,36 +79,26 @@ class Checkpointer:
         )
         return {key: np.asarray(value) for key, value in restored['arrays'].items()}, dict(restored['metadata'])
 
+    def restore_latest_intact(self, warn=print):
+        """(step, arrays, metadata) of the newest checkpoint that reads back, or None when there is none.
+
+        An unreadable checkpoint (a truncated or damaged file) is reported in one line and moved to
+        `{directory}-corrupt/{step}`, out of the run's way but kept for inspection; the next older one is tried.
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                arrays, metadata = self.restore(step)
+            except Exception as error:  # noqa: BLE001 - orbax raises many kinds for a damaged file
+                detail = (str(error).strip().splitlines() or [''])[0][:200]
+                aside = os.path.join(self.directory + '-corrupt', str(step))
+                os.makedirs(os.path.dirname(aside), exist_ok=True)
+                shutil.move(os.path.join(self.directory, str(step)), aside)
+                self.manager.reload()
+                warn(f'Checkpoint {step} of {self.directory} is unreadable ({type(error).__name__}: {detail}); '
+                     f'moved it to {aside} and using the previous one.')
+                continue
+            return step, arrays, metadata
+        return None
+
     def close(self):
         self.manager.close()
-
-
-def load_flow_params(path: str):
-    """The BC flow's parameters from a `--bc_only` run directory or its checkpoint directory."""
-    checkpoint_dir = path if os.path.basename(os.path.normpath(path)) == 'checkpoints' else os.path.join(path, 'checkpoints')
-    if not os.path.isdir(checkpoint_dir):
-        raise FileNotFoundError(
-            f'No checkpoints under {path!r}. Pass the run directory of a `main.py --bc_only` run '
-            '(the folder holding flags.json and checkpoints/).'
-        )
-    checkpointer = Checkpointer(checkpoint_dir)
-    if checkpointer.latest_step() is None:
-        raise FileNotFoundError(f'{checkpoint_dir!r} holds no finished checkpoint.')
-    flat, _ = checkpointer.restore()
-    checkpointer.close()
-    prefix = 'agent/network/params/modules_flow/'
-    flow = {key[len(prefix):]: value for key, value in flat.items() if key.startswith(prefix)}
-    if not flow:
-        raise ValueError(f'The checkpoint in {checkpoint_dir!r} has no BC flow (module "flow"): was it a --bc_only run?')
-    return _nest(flow)
-
-
-def _nest(flat: Dict[str, np.ndarray]):
-    tree: Dict[str, Any] = {}
-    for key, value in flat.items():
-        node = tree
-        *parents, leaf = key.split('/')
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return tree

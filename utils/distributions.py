@@ -19,11 +19,6 @@ def tanh_gaussian_sample(rng, means, log_stds):
     return jnp.tanh(pre_tanh), jnp.sum(gaussian_log_prob - log_det_jacobian, axis=-1)
 
 
-def tanh_gaussian_mode(means):
-    """The deterministic action tanh(mu)."""
-    return jnp.tanh(means)
-
-
 def auto_temperature_loss(alpha, log_probs, target_entropy):
     """SAC's temperature loss alpha * (H - H_target), with the entropy H = -mean log pi held constant.
 

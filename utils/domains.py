@@ -1,15 +1,16 @@
-"""Per-domain protocol settings of the papers (ALGORITHMS.md sections 1, 7 and 8): the one home for them.
+"""Per-domain settings of the benchmark (ALGORITHMS.md sections 1, 7 and 8): the one home for them.
 
-    from utils.domains import agent_overrides, main_flags
-    agent_overrides('QAM-E', 'puzzle-4x4-play-singletask-task2-v0')
-    # {'inv_temp': 0.1, 'edit_scale': 0.9, 'fql_alpha': 0.0, 'discount': 0.99, 'rho': 0.5,
+A domain is a benchmark row of the papers' tables, `cube-double-play` for the tasks
+`cube-double-play-singletask-task{1..5}-v0`. This module holds what every method shares on a domain
+(networks, discount and pessimism of the critic, rewards, chunk length, dataset); each method's own
+per-domain hyperparameters are in its registry entry (`agents.METHODS`), which combines both:
+
+    from agents import METHODS
+    METHODS['QAM-E'].overrides('puzzle-4x4-play-singletask-task2-v0')
+    # {'edit_scale': 0.9, 'inv_temp': 0.1, 'fql_alpha': 0.0, 'discount': 0.99, 'rho': 0.5,
     #  'actor_hidden_dims': (1024, 1024, 1024, 1024), 'value_hidden_dims': (1024, ...), 'actor_layer_norm': True}
-    main_flags('QAM-E', 'puzzle-4x4-play-singletask-task2-v0', dataset_dir='data')
+    run_flags('puzzle-4x4-play-singletask-task2-v0', dataset_dir='data')
     # {'horizon_length': 5, 'sparse': True, 'dataset_shards_dir': 'data/puzzle-4x4-play-10m-v0'}
-
-`agent_overrides` returns `--agent.KEY=VALUE` overrides as {KEY: VALUE} (without the `agent.` prefix);
-`main_flags` returns main.py flags as {FLAG: VALUE}. Methods are the labels of the papers' tables:
-TRQAM, QAM, QAM-E, FQL, IFQL, DSRL, CGQL-L (section 8), plus BC (the pre-training run of the protocol).
 """
 
 import dataclasses
@@ -17,7 +18,7 @@ import os
 import re
 from typing import Dict, Optional, Tuple
 
-from utils.ogbench_data import is_locomotion
+from utils.ogbench_data import NUM_TASKS, is_locomotion
 
 
 def default_horizon_length(env_name: str) -> int:
@@ -25,9 +26,20 @@ def default_horizon_length(env_name: str) -> int:
     return 1 if is_locomotion(env_name) else 5
 
 
+def with_horizon_length(agent_config, env_name: str, horizon_length: Optional[int] = None):
+    """A copy of `agent_config` with its chunk length set: `horizon_length` when given, else the config's
+    own, else the domain's default."""
+    config = agent_config.copy_and_resolve_references()
+    with config.unlocked():
+        if horizon_length is not None:
+            config.horizon_length = horizon_length
+        elif config.get('horizon_length') is None:
+            config.horizon_length = default_horizon_length(env_name)
+    return config
+
+
 DEFAULT_HIDDEN_DIMS = (512, 512, 512, 512)
 LARGE_HIDDEN_DIMS = (1024, 1024, 1024, 1024)
-NUM_TASKS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,26 +47,21 @@ class DomainSettings:
     """Settings of one OGBench domain (the env name without `-singletask-taskN-v0`)."""
 
     name: str
-    # ALGORITHMS.md section 8 (QAM paper).
-    qam_inv_temp: float
-    qam_e: Tuple[float, float]  # (inv_temp, edit_scale)
-    fql_alpha: float
-    ifql_kappa: float  # expectile
-    dsrl_noise_scale: float
-    cgql_l: Tuple[float, float, float]  # (inv_temp, guidance_coef, noisy_coef)
     sparse: bool  # rewards r -> -1[r != 0] (puzzle and scene in the QAM paper)
-    # Discounts: the QAM paper's baselines used 0.99 except 0.995 for antmaze-giant and humanoidmaze;
-    # TRQAM's default is 0.995 everywhere and 0.999 for humanoidmaze.
+    # The QAM paper's discount for every method but TRQAM (whose own is in its registry entry): 0.99,
+    # 0.995 for antmaze-giant and humanoidmaze.
     discount: float
-    trqam_discount: float
     rho: float  # pessimism of the critic target (0 for humanoidmaze)
     # TRQAM paper (section 7): 4 x 1024 networks and actor layer norm on the four large-data domains.
     hidden_dims: Tuple[int, ...]
     actor_layer_norm: bool
     dataset_size: int  # transitions: 1M standard, 10M / 100M as directories of 1M shards
-    # TRQAM's per-domain eps_KL is not public (ALGORITHMS.md section 8): 1.0 (the agent's default)
-    # everywhere, 0.5 for cube-triple after the authors' example command.
-    kl_budget: float
+
+    def agent_settings(self) -> dict:
+        """The `--agent.*` values every method gets on this domain. All methods, the BC pre-training
+        included, use the domain's width, so one BC run serves them all."""
+        return {'discount': self.discount, 'rho': self.rho, 'actor_hidden_dims': self.hidden_dims,
+                'value_hidden_dims': self.hidden_dims, 'actor_layer_norm': self.actor_layer_norm}
 
     @property
     def horizon_length(self) -> int:
@@ -92,47 +99,28 @@ class DomainSettings:
         return [f'{self.name}-singletask-task{task}-v0' for task in tasks]
 
 
-def _domain(name, qam, qam_e, fql, ifql, dsrl, cgql_l, *, large=False, size=1_000_000, kl_budget=1.0):
+def _domain(name, *, large=False, size=1_000_000):
     humanoid = name.startswith('humanoidmaze')
-    giant = name.startswith('antmaze-giant')
     return DomainSettings(
-        name=name, qam_inv_temp=float(qam), qam_e=tuple(map(float, qam_e)), fql_alpha=float(fql),
-        ifql_kappa=float(ifql), dsrl_noise_scale=float(dsrl), cgql_l=tuple(map(float, cgql_l)),
-        sparse=name.startswith(('puzzle', 'scene')),
-        discount=0.995 if (humanoid or giant) else 0.99, trqam_discount=0.999 if humanoid else 0.995,
-        rho=0.0 if humanoid else 0.5, hidden_dims=LARGE_HIDDEN_DIMS if large else DEFAULT_HIDDEN_DIMS,
-        actor_layer_norm=large, dataset_size=size, kl_budget=kl_budget,
+        name=name, sparse=name.startswith(('puzzle', 'scene')),
+        discount=0.995 if (humanoid or name.startswith('antmaze-giant')) else 0.99, rho=0.0 if humanoid else 0.5,
+        hidden_dims=LARGE_HIDDEN_DIMS if large else DEFAULT_HIDDEN_DIMS, actor_layer_norm=large, dataset_size=size,
     )
 
 
-# The ten domains of the benchmark (section 7), in the order of the papers' tables; values from section 8.
+# The ten domains of the benchmark (section 7), in the order of the papers' tables.
 DOMAINS: Dict[str, DomainSettings] = {d.name: d for d in (
-    #       domain                         QAM  QAM-E        FQL  IFQL  DSRL  CGQL-L
-    _domain('antmaze-large-navigate', 10, (1, 0.1), 3, 0.9, 0.8, (10, 0.1, 0.001)),
-    _domain('antmaze-giant-navigate', 3, (10, 0.1), 3, 0.8, 1.2, (10, 0.1, 0.001), large=True, size=10_000_000),
-    _domain('humanoidmaze-medium-navigate', 3, (3, 0.1), 30, 0.7, 0.6, (10, 0.1, 0.1)),
-    _domain('humanoidmaze-large-navigate', 3, (3, 0.1), 30, 0.8, 0.8, (10, 0.1, 0.1)),
-    _domain('scene-play', 1, (1, 0.0), 300, 0.9, 0.4, (10, 0.1, 0.1)),
-    _domain('puzzle-3x3-play', 3, (1, 0.1), 300, 0.95, 1.0, (10, 0.1, 0.001)),
-    _domain('puzzle-4x4-play', 30, (0.1, 0.9), 1, 0.9, 1.0, (10, 1.0, 0.001), large=True, size=10_000_000),
-    _domain('cube-double-play', 1, (1, 0.0), 300, 0.9, 1.0, (10, 0.01, 0.001)),
-    _domain('cube-triple-play', 3, (3, 0.1), 30, 0.95, 1.4, (10, 0.1, 0.001), large=True, size=10_000_000,
-            kl_budget=0.5),
-    _domain('cube-quadruple-play', 1, (3, 0.1), 100, 0.95, 1.4, (10, 0.01, 0.1), large=True, size=100_000_000),
+    _domain('antmaze-large-navigate'),
+    _domain('antmaze-giant-navigate', large=True, size=10_000_000),
+    _domain('humanoidmaze-medium-navigate'),
+    _domain('humanoidmaze-large-navigate'),
+    _domain('scene-play'),
+    _domain('puzzle-3x3-play'),
+    _domain('puzzle-4x4-play', large=True, size=10_000_000),
+    _domain('cube-double-play'),
+    _domain('cube-triple-play', large=True, size=10_000_000),
+    _domain('cube-quadruple-play', large=True, size=100_000_000),
 )}
-
-# Methods of the papers' tables -> agent file.
-AGENT_FILES = {
-    'TRQAM': 'agents/trqam.py',
-    'QAM': 'agents/qam.py',
-    'QAM-E': 'agents/qam.py',
-    'FQL': 'agents/fql.py',
-    'IFQL': 'agents/ifql.py',
-    'DSRL': 'agents/dsrl.py',
-    'CGQL-L': 'agents/cgql.py',
-    'BC': 'agents/bc_flow.py',
-}
-PAPER_METHODS = ('TRQAM', 'QAM', 'QAM-E', 'FQL', 'IFQL', 'DSRL', 'CGQL-L')
 
 _SUFFIX_RE = re.compile(r'(-singletask)?(-task\d+)?-v\d+$')
 
@@ -150,49 +138,12 @@ def domain_settings(env_name: str) -> DomainSettings:
     return DOMAINS[name]
 
 
-def _network(settings: DomainSettings, with_value: bool = True) -> dict:
-    """Every method (and the BC pre-training) uses the domain's width, so one BC run serves them all."""
-    overrides = {'actor_hidden_dims': settings.hidden_dims, 'actor_layer_norm': settings.actor_layer_norm}
-    if with_value:
-        overrides['value_hidden_dims'] = settings.hidden_dims
-    return overrides
-
-
-def agent_overrides(method: str, env_name: str) -> dict:
-    """The `--agent.*` overrides of `method` on the domain of `env_name`, as {key: value}."""
-    s = domain_settings(env_name)
-    if method == 'BC':
-        return _network(s, with_value=False)
-    common = {'discount': s.discount, 'rho': s.rho}
-    if method == 'TRQAM':
-        specific = {'kl_budget': s.kl_budget, 'discount': s.trqam_discount, 'rho': s.rho}
-    elif method == 'QAM':
-        specific = {'inv_temp': s.qam_inv_temp, 'edit_scale': 0.0, 'fql_alpha': 0.0, **common}
-    elif method == 'QAM-E':
-        # Where the QAM paper's edit_scale is 0 (scene, cube-double), QAM-E is QAM with that inv_temp.
-        specific = {'inv_temp': s.qam_e[0], 'edit_scale': s.qam_e[1], 'fql_alpha': 0.0, **common}
-    elif method == 'FQL':
-        specific = {'alpha': s.fql_alpha, **common}
-    elif method == 'IFQL':
-        specific = {'expectile': s.ifql_kappa, **common}
-    elif method == 'DSRL':
-        specific = {'noise_scale': s.dsrl_noise_scale, **common}
-    elif method == 'CGQL-L':
-        inv_temp, guidance, noisy = s.cgql_l
-        specific = {'mode': 'linex', 'inv_temp': inv_temp, 'guidance_coef': guidance, 'noisy_coef': noisy, **common}
-    else:
-        raise ValueError(f'No per-domain settings for method {method!r}; known: {", ".join(AGENT_FILES)}.')
-    return {**specific, **_network(s)}
-
-
-def main_flags(method: str, env_name: str, dataset_dir: Optional[str] = None) -> dict:
-    """main.py flags of `method` on the domain of `env_name` (the same for every method, BC included).
+def run_flags(env_name: str, dataset_dir: Optional[str] = None) -> dict:
+    """main.py flags of the domain of `env_name` (the same for every method, BC included).
 
     With `dataset_dir`, also where the data is: `dataset_dir` for the 1M datasets, `dataset_shards_dir`
     (`{dataset_dir}/{shards_dir_name}`) for the 10M / 100M ones.
     """
-    if method not in AGENT_FILES:
-        raise ValueError(f'Unknown method {method!r}; known: {", ".join(AGENT_FILES)}.')
     s = domain_settings(env_name)
     flags = {'horizon_length': s.horizon_length, 'sparse': s.sparse}
     if dataset_dir is not None:

@@ -1,9 +1,13 @@
-"""Run directory logs: CSV files (resumable), optional wandb, and the learning-curve PNG."""
+"""Run directory logs: one `RunLogger` fans every row out to the run's CSV files and to wandb; the
+learning-curve PNG."""
 
 import csv
 import json
 import os
+import time
 from typing import Dict, Optional
+
+from utils.run_dir import EVAL_CSV, LEARNING_CURVE, TRAIN_CSV
 
 import numpy as np
 
@@ -89,14 +93,72 @@ class WandbLogger:
             self.run.finish()
 
 
+EVALUATION_PREFIX = 'evaluation/'
+
+
+class RunLogger:
+    """The logs of one run directory: `log(row, step)` writes the row to eval.csv (rows of `evaluation/...`
+    keys) or train.csv (everything else) and to wandb.
+
+    Opening trims both CSVs to `restored_step` (0 for a run that starts from scratch), so a restarted
+    run logs every later step exactly once.
+    """
+
+    def __init__(self, run_dir: str, restored_step: int, wandb_settings: dict, name: str, config: dict):
+        self.csv = {'train': CsvLogger(os.path.join(run_dir, TRAIN_CSV)),
+                    'eval': CsvLogger(os.path.join(run_dir, EVAL_CSV))}
+        for logger in self.csv.values():
+            logger.truncate_after(restored_step)
+        self.wandb = WandbLogger(**wandb_settings, name=name, config=config, run_dir=run_dir)
+
+    def log(self, row: Dict[str, float], step: int):
+        stream = 'eval' if any(key.startswith(EVALUATION_PREFIX) for key in row) else 'train'
+        self.csv[stream].log(row, step)
+        self.wandb.log(row, step)
+
+    def latest(self, key: str):
+        """The last logged value of `key` (None if it was never logged)."""
+        for logger in self.csv.values():
+            for row in reversed(logger.rows):
+                if row.get(key) not in (None, ''):
+                    return float(row[key])
+        return None
+
+    def close(self):
+        self.wandb.finish()
+
+
+class Throughput:
+    """Steps per second since the last `rate()` call."""
+
+    def __init__(self):
+        self.start, self.steps = time.time(), 0
+
+    def add(self, steps: int):
+        self.steps += steps
+
+    def rate(self) -> float:
+        rate = self.steps / max(time.time() - self.start, 1e-9)
+        self.start, self.steps = time.time(), 0
+        return rate
+
+
 def write_json(path: str, payload):
-    with open(path, 'w') as f:
+    """Writes `payload` whole or not at all (a temporary file renamed into place)."""
+    temporary = path + '.tmp'
+    with open(temporary, 'w') as f:
         json.dump(payload, f, indent=2, sort_keys=True, default=str)
+    os.replace(temporary, path)
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
 
 
 def plot_learning_curve(run_dir: str, offline_steps: Optional[int] = None) -> Optional[str]:
     """Success (and return) against steps from eval.csv, with the offline/online boundary marked."""
-    eval_path = os.path.join(run_dir, 'eval.csv')
+    eval_path = os.path.join(run_dir, EVAL_CSV)
     if not os.path.exists(eval_path):
         return None
     rows = read_csv(eval_path)
@@ -117,10 +179,12 @@ def plot_learning_curve(run_dir: str, offline_steps: Optional[int] = None) -> Op
             axis.legend(loc='best')
         axis.set_xlabel('step')
         axis.set_ylabel(label)
+        if key == 'evaluation/success':
+            axis.set_ylim(-0.02, 1.02)
         axis.grid(alpha=0.3)
     fig.suptitle(os.path.basename(os.path.normpath(run_dir)))
     fig.tight_layout()
-    path = os.path.join(run_dir, 'learning_curve.png')
+    path = os.path.join(run_dir, LEARNING_CURVE)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

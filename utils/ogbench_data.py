@@ -1,4 +1,4 @@
-"""OGBench data layer: environments, datasets, validation and shard rotation.
+"""OGBench data layer: environments, datasets, validation and dataset shards.
 
 This module wraps ``ogbench.make_env_and_datasets`` so that
 
@@ -9,12 +9,17 @@ This module wraps ``ogbench.make_env_and_datasets`` so that
 * malformed datasets fail with a ``ValueError`` naming the file and the problem;
 * the returned datasets are post-processed like the FQL reference implementation (actions clipped to
   ``[-1 + eps, 1 - eps]``, optional sparse rewards ``r -> -1[r != 0]``) and are plain dicts of float32 numpy arrays
-  with the keys ``observations, actions, rewards, masks, terminals, next_observations``.
+  with the keys ``utils.datasets.TRANSITION_KEYS`` (``observations, actions, rewards, masks, terminals,
+  next_observations``).
 
 It also provides helpers for the sharded large datasets (directories of 1M-transition ``.npz`` shards):
-``list_dataset_shards``, ``load_dataset_shard`` and ``ShardRotation``.
+``list_dataset_shards`` and ``load_dataset_shard``.
 
-``ogbench`` (and through it MuJoCo / dm_control) is imported lazily, so importing this module is cheap.
+Names: an OGBench single-task name such as ``cube-double-play-singletask-task2-v0`` consists of the environment
+*family* (``cube-double``), the dataset type (``play``), the task and the version; ``ParsedEnvName`` holds these parts.
+
+``ogbench`` (and through it MuJoCo / dm_control) is imported lazily; importing this module loads only numpy and
+``utils.datasets``.
 """
 
 import contextlib
@@ -27,13 +32,14 @@ import zipfile
 
 import numpy as np
 
+from utils.datasets import TRANSITION_KEYS, sparse_rewards
+
 DEFAULT_DATASET_DIR = '~/.ogbench/data'  # OGBench's own default (ogbench.utils.DEFAULT_DATASET_DIR).
 
-DATASET_KEYS = ('observations', 'actions', 'rewards', 'masks', 'terminals', 'next_observations')
 INFO_KEYS = ('qpos', 'qvel', 'button_states')
 DATASET_TYPES = ('play', 'noisy', 'navigate', 'stitch', 'explore')
 MANIPULATION_DATASET_TYPES = ('play', 'noisy')
-NAME_PATTERN = '{domain}-{play|noisy|navigate|stitch|explore}-singletask[-task{1..5}]-v0'
+NAME_PATTERN = '{family}-{play|noisy|navigate|stitch|explore}-singletask[-task{1..5}]-v0'
 GENERATE_SCRIPT = 'experiments/generate_dataset.py'
 NUM_TASKS = 5
 
@@ -44,7 +50,6 @@ DOWNLOAD_TIMEOUT = 60.0
 
 _MANIPULATION_PREFIXES = ('cube-', 'scene', 'puzzle-')
 _LOCOMOTION_PREFIXES = ('pointmaze-', 'antmaze-', 'humanoidmaze-', 'antsoccer-')
-_VERSION_RE = re.compile(r'-v\d+$')
 _TASK_TOKEN_RE = re.compile(r'^task\d+$')
 
 
@@ -58,7 +63,7 @@ class ParsedEnvName:
     """Components of an OGBench single-task name such as ``cube-double-play-singletask-task2-v0``."""
 
     env_name: str  # The full name that was parsed.
-    domain: str  # e.g. 'cube-double' (the environment family, without the dataset type).
+    family: str  # e.g. 'cube-double' (the environment family, without the dataset type).
     dataset_type: str  # e.g. 'play'.
     task: int | None  # 1..5, or None for the default task ('...-singletask-v0').
     version: str  # e.g. 'v0'.
@@ -67,12 +72,12 @@ class ParsedEnvName:
     def env_id(self) -> str:
         """Gymnasium id of the single-task environment, e.g. 'cube-double-singletask-task2-v0'."""
         task = '' if self.task is None else f'-task{self.task}'
-        return f'{self.domain}-singletask{task}-{self.version}'
+        return f'{self.family}-singletask{task}-{self.version}'
 
     @property
     def dataset_name(self) -> str:
         """OGBench dataset name (file stem), e.g. 'cube-double-play-v0'."""
-        return f'{self.domain}-{self.dataset_type}-{self.version}'
+        return f'{self.family}-{self.dataset_type}-{self.version}'
 
 
 def _ogbench():
@@ -94,52 +99,37 @@ def is_locomotion(env_name: str) -> bool:
     return name.startswith(_LOCOMOTION_PREFIXES)
 
 
-def domain_of(env_name: str) -> str:
-    """Domain including the dataset type, e.g. 'cube-triple-play' for 'cube-triple-play-singletask-task2-v0'.
-
-    Also works for dataset names ('cube-triple-play-v0' -> 'cube-triple-play'). Does not validate the name.
-    """
-    stem = _VERSION_RE.sub('', env_name)
-    tokens = [t for t in stem.split('-') if t != 'singletask' and not _TASK_TOKEN_RE.match(t)]
-    return '-'.join(tokens)
-
-
-def dataset_name_of(env_name: str) -> str:
-    """OGBench dataset name (file stem) of a single-task env name, e.g. 'cube-double-play-v0'."""
-    return parse_env_name(env_name).dataset_name
-
-
-def _allowed_dataset_types(domain: str) -> tuple:
-    if is_manipulation(domain):
+def _allowed_dataset_types(family: str) -> tuple:
+    if is_manipulation(family):
         return MANIPULATION_DATASET_TYPES
-    if domain.startswith('antmaze-'):
+    if family.startswith('antmaze-'):
         return ('navigate', 'stitch', 'explore')
     return ('navigate', 'stitch')
 
 
-def supported_domains() -> list[str]:
-    """State-based OGBench domains that have single-task variants registered with gymnasium."""
+def supported_families() -> list[str]:
+    """State-based OGBench environment families that have single-task variants registered with gymnasium."""
     import gymnasium  # noqa: PLC0415
 
     _ogbench()
-    domains = set()
+    families = set()
     for env_id in gymnasium.registry:
         m = re.fullmatch(r'(.+)-singletask-v\d+', env_id)
         if m and not m.group(1).startswith('visual-') and (is_manipulation(m.group(1)) or is_locomotion(m.group(1))):
-            domains.add(m.group(1))
-    return sorted(domains)
+            families.add(m.group(1))
+    return sorted(families)
 
 
 def _name_error(env_name: str, problem: str) -> ValueError:
-    domains = supported_domains()
+    families = supported_families()
     lines = [
         f'Invalid OGBench single-task environment name {env_name!r}: {problem}.',
         f'Expected the pattern {NAME_PATTERN}, e.g. cube-double-play-singletask-task2-v0 '
-        '(without "-taskN" the default task of the domain is used).',
-        'Supported domains (dataset types):',
+        '(without "-taskN" the default task of the environment family is used).',
+        'Supported environment families (dataset types):',
     ]
-    for d in domains:
-        lines.append(f'  {d} ({"|".join(_allowed_dataset_types(d))})')
+    for f in families:
+        lines.append(f'  {f} ({"|".join(_allowed_dataset_types(f))})')
     return ValueError('\n'.join(lines))
 
 
@@ -154,8 +144,8 @@ def parse_env_name(env_name: str) -> ParsedEnvName:
         raise _name_error(env_name, 'it is not a single-task name (it must contain "-singletask")')
     pos = tokens.index('singletask')
     if pos < 2:
-        raise _name_error(env_name, 'missing domain or dataset type before "-singletask"')
-    domain = '-'.join(tokens[: pos - 1])
+        raise _name_error(env_name, 'missing environment family or dataset type before "-singletask"')
+    family = '-'.join(tokens[: pos - 1])
     dataset_type = tokens[pos - 1]
     rest = tokens[pos + 1 :]
     task = None
@@ -171,15 +161,15 @@ def parse_env_name(env_name: str) -> ParsedEnvName:
         raise _name_error(
             env_name, f'unknown dataset type {dataset_type!r} (expected one of {"|".join(DATASET_TYPES)})'
         )
-    if not (is_manipulation(domain) or is_locomotion(domain)):
-        raise _name_error(env_name, f'unknown domain {domain!r}')
-    if dataset_type not in _allowed_dataset_types(domain):
+    if not (is_manipulation(family) or is_locomotion(family)):
+        raise _name_error(env_name, f'unknown environment family {family!r}')
+    if dataset_type not in _allowed_dataset_types(family):
         raise _name_error(
             env_name,
-            f'dataset type {dataset_type!r} does not exist for domain {domain!r} '
-            f'(expected one of {"|".join(_allowed_dataset_types(domain))})',
+            f'dataset type {dataset_type!r} does not exist for environment family {family!r} '
+            f'(expected one of {"|".join(_allowed_dataset_types(family))})',
         )
-    parsed = ParsedEnvName(env_name=env_name, domain=domain, dataset_type=dataset_type, task=task, version=version)
+    parsed = ParsedEnvName(env_name=env_name, family=family, dataset_type=dataset_type, task=task, version=version)
 
     import gymnasium  # noqa: PLC0415
 
@@ -194,7 +184,7 @@ def parse_env_name(env_name: str) -> ParsedEnvName:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _dataset_files(dataset_dir: str, dataset_name: str) -> tuple:
+def dataset_files(dataset_dir: str, dataset_name: str) -> tuple:
     return (
         os.path.join(dataset_dir, f'{dataset_name}.npz'),
         os.path.join(dataset_dir, f'{dataset_name}-val.npz'),
@@ -233,7 +223,7 @@ def _how_to_obtain(dataset_name: str, dataset_dir: str) -> str:
     return '\n'.join(lines)
 
 
-def _missing_files_error(env_name, dataset_name, dataset_dir, missing, reason) -> FileNotFoundError:
+def missing_files_error(env_name, dataset_name, dataset_dir, missing, reason) -> FileNotFoundError:
     lines = [f'OGBench dataset {dataset_name!r} (for {env_name!r}) not found: {reason}.', 'Missing file(s):']
     lines += [f'  {p}' for p in missing]
     lines.append(
@@ -247,7 +237,7 @@ def _missing_files_error(env_name, dataset_name, dataset_dir, missing, reason) -
 def _safe_download(dataset_name: str, dataset_dir: str) -> None:
     """Run ogbench's downloader; on any failure remove the partial ``.tmp`` files it leaves behind, then re-raise."""
     og = _ogbench()
-    tmp_files = [p + '.tmp' for p in _dataset_files(dataset_dir, dataset_name)]
+    tmp_files = [p + '.tmp' for p in dataset_files(dataset_dir, dataset_name)]
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
@@ -262,16 +252,16 @@ def _safe_download(dataset_name: str, dataset_dir: str) -> None:
 
 
 def _ensure_files(env_name, dataset_name, dataset_dir, download) -> None:
-    missing = [p for p in _dataset_files(dataset_dir, dataset_name) if not os.path.isfile(p)]
+    missing = [p for p in dataset_files(dataset_dir, dataset_name) if not os.path.isfile(p)]
     if not missing:
         return
     if not download:
-        raise _missing_files_error(env_name, dataset_name, dataset_dir, missing, 'download=False')
+        raise missing_files_error(env_name, dataset_name, dataset_dir, missing, 'download=False')
     try:
         _safe_download(dataset_name, dataset_dir)
     except Exception as e:  # No internet, HTTP 404, disk full, ...
-        missing = [p for p in _dataset_files(dataset_dir, dataset_name) if not os.path.isfile(p)]
-        raise _missing_files_error(
+        missing = [p for p in dataset_files(dataset_dir, dataset_name) if not os.path.isfile(p)]
+        raise missing_files_error(
             env_name, dataset_name, dataset_dir, missing, f'download failed ({type(e).__name__}: {e})'
         ) from e
 
@@ -317,30 +307,32 @@ def _npz_headers(path: str) -> dict:
     return headers
 
 
-def _required_raw_keys(domain: str) -> tuple:
+def _required_raw_keys(family: str) -> tuple:
     keys = ('observations', 'actions', 'terminals')
     # Keys that OGBench's single-task reward relabelling (ogbench.relabel_utils.relabel_dataset) reads.
-    if domain.startswith('puzzle'):
+    if family.startswith('puzzle'):
         return keys + ('button_states',)
-    if domain.startswith('scene'):
+    if family.startswith('scene'):
         return keys + ('qpos', 'button_states')
     return keys + ('qpos',)
 
 
-def _validate_raw_file(path: str, domain: str, dataset_name: str | None = None) -> None:
-    """Cheap checks on a dataset file before handing it to ogbench (headers + the small 'terminals' array)."""
+def validate_raw_file(path: str, family: str, dataset_name: str | None = None) -> None:
+    """Cheap checks on a dataset file before handing it to ogbench (headers + the small 'terminals' array).
+
+    ``family`` is the environment family (e.g. 'cube-double'); it decides which relabelling keys are required."""
     try:
         headers = _npz_headers(path)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
         raise _malformed(path, f'cannot be read as an .npz archive ({type(e).__name__}: {e}); it may be truncated',
                          dataset_name) from e
-    missing = [k for k in _required_raw_keys(domain) if k not in headers]
+    missing = [k for k in _required_raw_keys(family) if k not in headers]
     if missing:
         raise _malformed(
             path,
             f'missing key(s) {missing} (found {sorted(headers)}); OGBench datasets need observations, actions and '
-            f'terminals, and single-task reward relabelling for {domain!r} needs '
-            f'{list(_required_raw_keys(domain)[3:])}',
+            f'terminals, and single-task reward relabelling for {family!r} needs '
+            f'{list(_required_raw_keys(family)[3:])}',
             dataset_name,
         )
     for k, (shape, dtype) in headers.items():
@@ -377,16 +369,16 @@ def _validate_raw_file(path: str, domain: str, dataset_name: str | None = None) 
 
 def _validate_loaded(ds: dict, path: str, env=None, dataset_name: str | None = None) -> None:
     """Checks on a dataset dict after ogbench loaded (and relabelled) it."""
-    missing = [k for k in DATASET_KEYS if k not in ds]
+    missing = [k for k in TRANSITION_KEYS if k not in ds]
     if missing:
         raise _malformed(path, f'after loading/relabelling, key(s) {missing} are missing', dataset_name)
     n = len(ds['observations'])
-    lengths = {k: len(ds[k]) for k in DATASET_KEYS}
+    lengths = {k: len(ds[k]) for k in TRANSITION_KEYS}
     if len(set(lengths.values())) != 1:
         raise _malformed(path, f'arrays have different lengths after loading {lengths}', dataset_name)
     if n == 0:
         raise _malformed(path, 'no transitions', dataset_name)
-    for k in DATASET_KEYS:
+    for k in TRANSITION_KEYS:
         arr = ds[k]
         if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
             raise _malformed(path, f'{k!r} has non-numeric dtype {arr.dtype}', dataset_name)
@@ -411,7 +403,7 @@ def _validate_loaded(ds: dict, path: str, env=None, dataset_name: str | None = N
             raise _malformed(
                 path,
                 f'observation shape {ds["observations"].shape[1:]} does not match the environment\'s {ob_shape} '
-                '(was the file generated for a different domain?)',
+                '(was the file generated for a different environment family?)',
                 dataset_name,
             )
         ac_shape = getattr(env.action_space, 'shape', None)
@@ -422,7 +414,7 @@ def _validate_loaded(ds: dict, path: str, env=None, dataset_name: str | None = N
 
 
 @contextlib.contextmanager
-def _convert_load_errors(paths, dataset_name=None):
+def convert_load_errors(paths, dataset_name=None):
     """Turn low-level errors raised while ogbench reads the files into a ValueError naming the file(s)."""
     try:
         yield
@@ -442,12 +434,12 @@ def _convert_load_errors(paths, dataset_name=None):
 
 
 def _postprocess(ds: dict, sparse: bool, action_clip_eps: float | None) -> dict:
-    """FQL-style post-processing; returns a plain dict of float32 arrays with exactly DATASET_KEYS."""
-    out = {k: np.asarray(ds[k], dtype=np.float32) for k in DATASET_KEYS}
+    """FQL-style post-processing; returns a plain dict of float32 arrays with exactly TRANSITION_KEYS."""
+    out = {k: np.asarray(ds[k], dtype=np.float32) for k in TRANSITION_KEYS}
     if action_clip_eps is not None:
         out['actions'] = np.clip(out['actions'], -1 + action_clip_eps, 1 - action_clip_eps).astype(np.float32)
     if sparse:
-        out['rewards'] = np.where(out['rewards'] != 0.0, -1.0, 0.0).astype(np.float32)
+        out['rewards'] = sparse_rewards(out['rewards'])
     return out
 
 
@@ -471,20 +463,20 @@ def _load_from_path(parsed: ParsedEnvName, path: str, env) -> tuple:
     val_path = _val_sibling(path)
     has_val = val_path is not None and os.path.isfile(val_path)
     if has_val:
-        _validate_raw_file(val_path, parsed.domain, parsed.dataset_name)
+        validate_raw_file(val_path, parsed.family, parsed.dataset_name)
     # ogbench derives the validation path with str.replace('.npz', '-val.npz'); only use its function when that
     # points at the same sibling file.
     if has_val and path.replace('.npz', '-val.npz') == val_path:
-        with _convert_load_errors([path, val_path], parsed.dataset_name):
+        with convert_load_errors([path, val_path], parsed.dataset_name):
             train, val = og.make_env_and_datasets(
                 parsed.env_name, dataset_path=path, compact_dataset=False, dataset_only=True, cur_env=env
             )
         return train, val
-    with _convert_load_errors([path], parsed.dataset_name):
+    with convert_load_errors([path], parsed.dataset_name):
         train = _load_split_like_ogbench(parsed, path, env)
     val = None
     if has_val:
-        with _convert_load_errors([val_path], parsed.dataset_name):
+        with convert_load_errors([val_path], parsed.dataset_name):
             val = _load_split_like_ogbench(parsed, val_path, env)
     return train, val
 
@@ -528,17 +520,17 @@ def make_env_and_datasets(
                 f'OGBench dataset file not found: {dataset_path} (given as dataset_path for {env_name!r}).\n'
                 + _how_to_obtain(parsed.dataset_name, os.path.dirname(dataset_path) or '.')
             )
-        _validate_raw_file(dataset_path, parsed.domain, parsed.dataset_name)
+        validate_raw_file(dataset_path, parsed.family, parsed.dataset_name)
         env = og.make_env_and_datasets(env_name, env_only=True)
         train, val = _load_from_path(parsed, dataset_path, env)
         train_path, val_path = dataset_path, _val_sibling(dataset_path)
     else:
         dataset_dir = os.path.expanduser(os.fspath(dataset_dir if dataset_dir is not None else DEFAULT_DATASET_DIR))
         _ensure_files(env_name, parsed.dataset_name, dataset_dir, download)
-        train_path, val_path = _dataset_files(dataset_dir, parsed.dataset_name)
-        _validate_raw_file(train_path, parsed.domain, parsed.dataset_name)
-        _validate_raw_file(val_path, parsed.domain, parsed.dataset_name)
-        with _convert_load_errors([train_path, val_path], parsed.dataset_name):
+        train_path, val_path = dataset_files(dataset_dir, parsed.dataset_name)
+        validate_raw_file(train_path, parsed.family, parsed.dataset_name)
+        validate_raw_file(val_path, parsed.family, parsed.dataset_name)
+        with convert_load_errors([train_path, val_path], parsed.dataset_name):
             env, train, val = og.make_env_and_datasets(env_name, dataset_dir=dataset_dir, compact_dataset=False)
 
     eval_env = og.make_env_and_datasets(env_name, env_only=True)
@@ -580,116 +572,7 @@ def load_dataset_shard(
     shard_path = os.path.expanduser(os.fspath(shard_path))
     if not os.path.isfile(shard_path):
         raise FileNotFoundError(f'Dataset shard not found: {shard_path}')
-    _validate_raw_file(shard_path, parsed.domain, parsed.dataset_name)
+    validate_raw_file(shard_path, parsed.family, parsed.dataset_name)
     train, _ = _load_from_path(parsed, shard_path, env)
     _validate_loaded(train, shard_path, env, parsed.dataset_name)
     return _postprocess(train, sparse, action_clip_eps)
-
-
-class ShardRotation:
-    """Deterministic shard schedule: shard index for a training step is ``(step // interval) % len(paths)``.
-
-    ``interval == 0`` means never rotate (always shard 0). Because the index depends only on the step, resuming from a
-    checkpoint at step S loads the same shard as the uninterrupted run. Swap datasets whenever
-    ``shard_for_step(step) != shard_for_step(step - 1)`` (or after resuming).
-    """
-
-    def __init__(self, paths, interval: int):
-        self.paths = list(paths)
-        if not self.paths:
-            raise ValueError('ShardRotation needs at least one shard path.')
-        interval = int(interval)
-        if interval < 0:
-            raise ValueError(f'Shard rotation interval must be >= 0 (0 = never rotate), got {interval}.')
-        self.interval = interval
-
-    def __len__(self):
-        return len(self.paths)
-
-    def shard_for_step(self, step: int) -> int:
-        if self.interval == 0:
-            return 0
-        return (int(step) // self.interval) % len(self.paths)
-
-    def path_for_step(self, step: int) -> str:
-        return self.paths[self.shard_for_step(step)]
-
-    def __repr__(self):
-        return f'ShardRotation(num_shards={len(self.paths)}, interval={self.interval})'
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Task-completion statistics of a dataset.
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _parse_dataset_name(name: str) -> tuple:
-    """('cube-double', 'play', 'v0') from 'cube-double-play-v0' or from a single-task name."""
-    if '-singletask' in name:
-        p = parse_env_name(name)
-        return p.domain, p.dataset_type, p.version
-    m = re.fullmatch(r'(?P<domain>.+)-(?P<dtype>' + '|'.join(DATASET_TYPES) + r')-(?P<ver>v\d+)', name)
-    if not m:
-        raise ValueError(f'Cannot parse dataset name {name!r}; expected e.g. cube-double-play-v0.')
-    return m.group('domain'), m.group('dtype'), m.group('ver')
-
-
-def task_success_report(env_name: str, dataset_dir: str = DEFAULT_DATASET_DIR, include_val: bool = True) -> dict:
-    """Per-task completion statistics of a dataset under OGBench's single-task relabelling.
-
-    For each task k in 1..5 of the domain, the dataset (train file, plus the val file if present and include_val) is
-    relabelled with ``ogbench.relabel_utils.relabel_dataset`` for '{domain}-singletask-task{k}-v0' and we report
-
-    * ``episode_success_rate``: fraction of episodes in which all subtasks of task k are achieved (mask == 0) at some
-      step;
-    * ``transition_success_rate``: fraction of transitions whose observation achieves task k.
-
-    Args:
-        env_name: Dataset name ('cube-double-play-v0') or single-task name ('cube-double-play-singletask-task2-v0').
-        dataset_dir: Directory holding the dataset files.
-
-    Returns:
-        {'task1': {'episode_success_rate', 'transition_success_rate', 'num_episodes', 'num_transitions',
-        'num_successful_episodes'}, ..., 'task5': {...}}.
-    """
-    import gymnasium  # noqa: PLC0415
-
-    og = _ogbench()
-    from ogbench.relabel_utils import relabel_dataset  # noqa: PLC0415
-
-    domain, dataset_type, version = _parse_dataset_name(env_name)
-    dataset_name = f'{domain}-{dataset_type}-{version}'
-    dataset_dir = os.path.expanduser(os.fspath(dataset_dir))
-    train_path, val_path = _dataset_files(dataset_dir, dataset_name)
-    paths = [train_path] + ([val_path] if include_val and os.path.isfile(val_path) else [])
-    datasets = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise _missing_files_error(env_name, dataset_name, dataset_dir, [path], 'file missing')
-        _validate_raw_file(path, domain, dataset_name)
-        with _convert_load_errors([path], dataset_name):
-            datasets.append(og.load_dataset(path, compact_dataset=False, add_info=True))
-    info = {k: np.concatenate([d[k] for d in datasets]) for k in datasets[0] if k in INFO_KEYS}
-    terminals = np.concatenate([d['terminals'] for d in datasets])
-    episode_ids = np.concatenate([[0], np.cumsum(terminals[:-1])]).astype(np.int64)
-    num_episodes = int(episode_ids[-1]) + 1
-
-    report = {}
-    for k in range(1, NUM_TASKS + 1):
-        env_id = f'{domain}-singletask-task{k}-{version}'
-        env = gymnasium.make(env_id)
-        try:
-            ds = dict(info)
-            relabel_dataset(env_id, env, ds)
-        finally:
-            env.close()
-        success = ds['masks'] == 0.0
-        ep_success = np.bincount(episode_ids, weights=success.astype(np.float64), minlength=num_episodes) > 0
-        report[f'task{k}'] = dict(
-            episode_success_rate=float(ep_success.mean()),
-            transition_success_rate=float(success.mean()),
-            num_episodes=num_episodes,
-            num_successful_episodes=int(ep_success.sum()),
-            num_transitions=int(len(success)),
-        )
-    return report

@@ -8,8 +8,9 @@ unrolled on a 2-core CPU). `use_unrolled_threefry_on_cpu` registers JAX's own st
 for the CPU too: the same hash, so every key, split and sample is unchanged (tests/test_compilation.py compares
 against stock JAX in a fresh process); only the compiled program is faster.
 
-It is applied when `utils` is imported, before anything is traced, and uses two private JAX names; if
-a future JAX renames them, it warns and leaves JAX's default in place.
+The entry points (`main.train`, the experiments, the tests' conftest) call it before they trace
+anything; importing a module of `utils` changes nothing. It uses two private JAX names; if a future JAX
+renames them, it warns and leaves JAX's default in place.
 """
 
 import warnings

@@ -8,9 +8,14 @@ import jax
 from utils.datasets import sample_sequences
 
 # XLA:CPU hands dots to YNNPACK fusions by default. At small sizes, where the cost per op dominates, XLA's
-# own dot emitter is faster (FQL at (64, 64): 1.76 -> 1.35 ms per update on a 2-core AVX2 CPU); at the
-# paper's size the two are equal. A CPU-only debug option: other backends ignore it.
+# own dot emitter is faster (measure with experiments/benchmark.py); at the paper's size the two are
+# equal. A CPU-only debug option: other backends ignore it.
 TRAIN_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+
+def run_keys(seed: int):
+    """(data_key, act_key) of a run: the batch stream of the updates and the online action noise."""
+    return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1))
 
 
 def train_step(agent, dataset, data_key, step, *, batch_size, horizon_length):

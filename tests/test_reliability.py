@@ -1,0 +1,201 @@
+"""Faults and bad inputs a run must survive without losing anything or misrecording itself."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import main
+from agents.fql import get_config as fql_config
+from tests.conftest import REPO_ROOT, TINY_ENV
+from utils.checkpoints import Checkpointer
+from utils.errors import EXIT_PREEMPTED
+from utils.run_lock import RunDirectoryInUse, RunLock
+from utils.run_state import RunState
+
+TINY = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), num_qs=2, batch_size=8, flow_steps=3)
+
+
+def tiny_fql(**changes):
+    config = fql_config()
+    config.update({**TINY, **changes})
+    return config
+
+
+def flag_values(data_dir, save_dir, **changes):
+    return {**main.default_flag_values(), 'env_name': TINY_ENV, 'dataset_dir': data_dir, 'save_dir': str(save_dir),
+            'run_name': 'run', 'eval_episodes': 1, 'steps_per_call': 10, 'offline_steps': 30, 'log_interval': 10,
+            'eval_interval': 0, 'save_interval': 10, **changes}
+
+
+def rows(path):
+    import csv
+
+    with open(path, newline='') as f:
+        return [{k: v for k, v in row.items() if k != 'time/steps_per_second'} for row in csv.DictReader(f)]
+
+
+def checkpoint_arrays(run_dir):
+    checkpointer = Checkpointer(os.path.join(run_dir, 'checkpoints'))
+    arrays, metadata = checkpointer.restore()
+    checkpointer.close()
+    return arrays, metadata
+
+
+def test_restart_before_the_first_checkpoint_logs_each_step_once(tiny_dataset_dir, tmp_path):
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    (run_dir / 'train.csv').write_text('step,training/critic/critic_loss,phase\n10,1.0,offline\n20,2.0,offline\n')
+    main.train(flag_values(tiny_dataset_dir, tmp_path), tiny_fql())
+    assert [int(row['step']) for row in rows(run_dir / 'train.csv')] == [10, 20, 30]
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_dataset_dir, tmp_path, capfd):
+    values = flag_values(tiny_dataset_dir, tmp_path)
+    run_dir = main.train(values, tiny_fql())
+    logged, (arrays, _) = rows(os.path.join(run_dir, 'train.csv')), checkpoint_arrays(run_dir)
+    damaged = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(run_dir, 'checkpoints', '30'))
+               for name in names if os.path.getsize(os.path.join(root, name)) > 0]
+    for path in damaged:  # truncate every file of the latest checkpoint
+        with open(path, 'r+b') as f:
+            f.truncate(os.path.getsize(path) // 2)
+    capfd.readouterr()
+    main.train(values, tiny_fql())
+    err = capfd.readouterr().err
+    assert 'Checkpoint 30' in err and 'unreadable' in err and 'using the previous one' in err
+    assert os.path.isdir(os.path.join(run_dir, 'checkpoints-corrupt', '30'))
+    assert rows(os.path.join(run_dir, 'train.csv')) == logged  # redone from step 20, to the same numbers
+    again, _ = checkpoint_arrays(run_dir)
+    for key in arrays:
+        np.testing.assert_array_equal(arrays[key], again[key], err_msg=key)
+
+
+def test_second_process_on_a_run_directory_is_refused(tmp_path):
+    with RunLock(str(tmp_path)):
+        with pytest.raises(RunDirectoryInUse, match=f'process {os.getpid()}'):
+            RunLock(str(tmp_path)).__enter__()
+    with RunLock(str(tmp_path)):  # released, and a lock file left behind is simply taken over
+        pass
+
+
+def test_resume_with_other_settings_is_refused_or_recorded(tiny_dataset_dir, tmp_path):
+    run_dir = main.train(flag_values(tiny_dataset_dir, tmp_path), tiny_fql())
+    flags_path = os.path.join(run_dir, 'flags.json')
+    before = open(flags_path).read()
+    with pytest.raises(main.ConfigMismatch) as refused:
+        main.train(flag_values(tiny_dataset_dir, tmp_path, offline_steps=40), tiny_fql(lr=1e-3))
+    assert 'agent.lr: 0.0003 in the checkpoint, 0.001 now' in str(refused.value)
+    assert 'offline_steps: 30 in the checkpoint, 40 now' in str(refused.value)
+    assert open(flags_path).read() == before  # flags.json still describes what ran
+
+    main.train(flag_values(tiny_dataset_dir, tmp_path, offline_steps=40, allow_config_change=True), tiny_fql())
+    recorded = json.load(open(flags_path))
+    assert recorded['offline_steps'] == 40
+    assert recorded['config_changes'] == [{'step': 30, 'changes': {'offline_steps': [30, 40]}}]
+
+
+def test_non_finite_state_is_never_saved(tiny_dataset_dir, tmp_path):
+    config = main.resolve_config(flag_values(tiny_dataset_dir, tmp_path), tiny_fql())
+    env, eval_env, data = main.load_data(config)
+    checkpointer = Checkpointer(os.path.join(config.run_dir, 'checkpoints'))
+    state, _ = main.restore_or_create_state(config, data, checkpointer)
+    run = main.Run(config, main.open_logs(config, 0, {}), checkpointer, eval_env, None, 0)
+    run.save(state)
+    poisoned = jax.tree_util.tree_map(lambda leaf: leaf * jnp.nan if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf,
+                                      state.agent)
+    with pytest.raises(main.TrainingDiverged) as diverged:
+        run.save(RunState(poisoned, state.replay, state.offline_size, 10, 0))
+    message = str(diverged.value)
+    assert 'non-finite' in message and 'latest checkpoint (step 0) is intact' in message
+    assert '--allow_config_change' in message and checkpointer.latest_step() == 0
+    run.close()
+
+
+def test_full_disk_gets_one_clear_message(tiny_dataset_dir, tmp_path, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device', str(tmp_path / 'run' / 'checkpoints'))
+
+    monkeypatch.setattr(Checkpointer, 'save', no_space)
+    with pytest.raises(main.DiskFull) as full:
+        main.train(flag_values(tiny_dataset_dir, tmp_path), tiny_fql())
+    message = str(full.value)
+    assert 'is full' in message and 'free' in message and 'a checkpoint needs about' in message
+    assert 'No checkpoint was saved yet' in message
+
+
+def test_dataset_shorter_than_the_chunk_is_refused(tmp_path):
+    from experiments.generate_dataset import generate
+
+    generate('cube-single-play-v0', num_episodes=1, dataset_dir=str(tmp_path), seed=0, num_val_episodes=1,
+             max_episode_steps=4, progress=False, verbose=False)
+    with pytest.raises(main.RunError, match='fewer than the chunk length 5'):
+        main.train(flag_values(str(tmp_path), tmp_path / 'runs'), tiny_fql())
+
+
+def _main(*args, data_dir, save_dir):
+    return [sys.executable, 'main.py', '--agent=agents/fql.py', f'--env_name={TINY_ENV}', f'--dataset_dir={data_dir}',
+            f'--save_dir={save_dir}', '--run_name=run', '--eval_episodes=1', '--steps_per_call=10',
+            *[f'--agent.{key}={value}'.replace(' ', '') for key, value in TINY.items()], *args]
+
+
+def test_unknown_agent_key_lists_the_valid_ones(tiny_dataset_dir, tmp_path):
+    result = subprocess.run(_main('--agent.nokey=1', data_dir=tiny_dataset_dir, save_dir=tmp_path), cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert "agents/fql.py has no config key 'nokey'" in result.stderr and 'alpha' in result.stderr
+
+
+def _signal_when(process, ready, signal_number, timeout=300):
+    deadline = time.time() + timeout
+    while process.poll() is None and time.time() < deadline:
+        if ready():
+            process.send_signal(signal_number)
+            break
+        time.sleep(0.01)
+    return process.wait(timeout=timeout)
+
+
+def _logged_steps(run_dir):
+    path = os.path.join(run_dir, 'train.csv')
+    try:
+        return [int(float(line.split(',')[0])) for line in open(path).read().splitlines()[1:] if line[:1].isdigit()]
+    except (OSError, ValueError):
+        return []
+
+
+def test_sigterm_offline_and_online_then_resume_equals_the_uninterrupted_run(tiny_dataset_dir, tmp_path):
+    args = ['--offline_steps=800', '--online_steps=500', '--start_training=20', '--log_interval=10',
+            '--eval_interval=1000', '--save_interval=100000']
+    env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+    straight = _main(*args, data_dir=tiny_dataset_dir, save_dir=tmp_path / 'straight')
+    subprocess.run(straight, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
+
+    command = _main(*args, data_dir=tiny_dataset_dir, save_dir=tmp_path / 'stopped')
+    run_dir, stops = str(tmp_path / 'stopped' / 'run'), []
+    for phase_started in (lambda: any(s >= 20 for s in _logged_steps(run_dir)),  # offline
+                          lambda: any(s >= 860 for s in _logged_steps(run_dir))):  # online, mid-episode
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True)
+        assert _signal_when(process, phase_started, signal.SIGTERM) == EXIT_PREEMPTED, process.stderr.read()[-3000:]
+        assert 'Stopped by SIGTERM' in process.stderr.read()
+        _, stopped = checkpoint_arrays(run_dir)
+        stops.append(stopped['step'])
+    assert stops[0] < 800 and stops[0] % 10 == 0  # offline: at the end of the jitted call in flight
+    assert 1000 <= stopped['step'] < 1300 and (stopped['step'] - 800) % 200 == 0  # online: at an episode end
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
+
+    for name in ('train.csv', 'eval.csv'):
+        assert rows(os.path.join(tmp_path / 'straight' / 'run', name)) == rows(os.path.join(run_dir, name)), name
+    expected, _ = checkpoint_arrays(str(tmp_path / 'straight' / 'run'))
+    resumed, _ = checkpoint_arrays(run_dir)
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        np.testing.assert_array_equal(expected[key], resumed[key], err_msg=key)
