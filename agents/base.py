@@ -27,6 +27,9 @@ def chunk_dim_of(example_batch) -> int:
     return example_batch['actions'].shape[-1]
 
 
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
 def build_network(
     rng,
     modules: Dict[str, Tuple[flax.linen.Module, Sequence[Any]]],
@@ -38,6 +41,10 @@ def build_network(
 
     `clip_grad_norm` > 0 chains a global-norm gradient clip before Adam (QAM, TRQAM).
     """
+    if config['compute_dtype'] not in COMPUTE_DTYPES:
+        raise ValueError(
+            f'--agent.compute_dtype={config["compute_dtype"]!r}; it must be one of {", ".join(COMPUTE_DTYPES)}.'
+        )
     network_def = ModuleDict({name: module for name, (module, _) in modules.items()})
     params = network_def.init(rng, **{name: inputs for name, (_, inputs) in modules.items()})['params']
     tx = optax.adam(learning_rate=config['lr'])
@@ -92,7 +99,7 @@ class Agent(flax.struct.PyTreeNode):
         return self.gradient_step(batch)
 
     def load_pretrained_flow(self, flow_params):
-        """Starts this agent's flow networks from a BC pre-training checkpoint (ALGORITHMS.md section 4,
+        """Starts this agent's flow networks from a BC pre-training checkpoint (docs/algorithms.md section 4,
         "Protocol"); critics and extra heads stay fresh."""
         if not self.PRETRAINED_FLOW_MODULES:
             raise ValueError(f'{type(self).__name__} has no flow network to start from a BC checkpoint.')

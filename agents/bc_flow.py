@@ -1,4 +1,4 @@
-"""Behaviour cloning of a flow policy: stage 1 of the paper's protocol (ALGORITHMS.md section 4).
+"""Behaviour cloning of a flow policy: stage 1 of the paper's protocol (docs/algorithms.md section 4).
 
 `main.py --bc_only --agent=agents/X.py` trains this agent with X's network sizes, so every method
 can then start its flow networks from the checkpoint (`--pretrained_actor_path`).
@@ -31,7 +31,9 @@ class BCFlowAgent(Agent):
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         observations, actions = example_batch['observations'], example_batch['actions']
         config = freeze_config(config, chunk_dim=chunk_dim_of(example_batch))
-        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'])
+        flow = VectorField(
+            config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=config['compute_dtype']
+        )
         network = build_network(init_rng, {'flow': (flow, (observations, actions, actions[..., :1]))}, config)
         return cls(rng=rng, network=network, config=config)
 
@@ -48,5 +50,6 @@ def get_config():
             tau=0.005,
             horizon_length=ml_collections.config_dict.placeholder(int),
             flow_steps=10,
+            compute_dtype='float32',  # Dtype of the networks' matrix products; parameters and losses stay float32.
         )
     )

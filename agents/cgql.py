@@ -1,4 +1,4 @@
-"""Classifier-guidance Q-learning with action chunking (CGQL; ALGORITHMS.md section 6).
+"""Classifier-guidance Q-learning with action chunking (CGQL; docs/algorithms.md section 6).
 
 The critic is conditioned on flow time, Q(s, a_t, t), and is trained by TD at t = 1. Its action
 gradient guides the Euler sampler of the (target) BC flow like a classifier. Modes, by how the critic
@@ -78,7 +78,7 @@ class CGQLAgent(Agent):
         with t_Q = 1 in mode `simple`, else t, and the online critic. The "+ a" term is not part of
         textbook classifier guidance for this interpolant (that would be (1 - t) / t * inv_temp *
         grad Q alone); it is what the reference implementation does and the published CGQL numbers
-        were produced with it (ALGORITHMS.md section 6), so it is kept to reproduce them.
+        were produced with it (docs/algorithms.md section 6), so it is kept to reproduce them.
         """
         flow = self.network.select('target_flow')
         if self.config['inv_temp'] <= 0:  # The reference skips the whole guidance term then.
@@ -110,8 +110,9 @@ class CGQLAgent(Agent):
         observations, actions = example_batch['observations'], example_batch['actions']
         config = freeze_config(config, chunk_dim=chunk_dim_of(example_batch))
         times = actions[..., :1]
-        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'])
-        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'])
+        dtype = config['compute_dtype']
+        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype)
+        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=dtype)
         network = build_network(
             init_rng,
             {
@@ -142,8 +143,9 @@ def get_config():
             flow_steps=10,  # Euler steps K of the guided sampler.
             mode='linex',  # Critic below t = 1: 'simple' (none), 'mse' (CGQL-M) or 'linex' (CGQL-L).
             inv_temp=10.0,  # Inverse temperature of the guidance and of the linex loss (section 8).
-            guidance_coef=0.1,  # Guidance step scale (per domain, ALGORITHMS.md section 8).
+            guidance_coef=0.1,  # Guidance step scale (per domain, docs/algorithms.md section 8).
             noisy_coef=0.001,  # Weight of the t < 1 critic loss in modes mse and linex (section 8).
             isd_clip=5.0,  # The linex loss is linear in d beyond this value, for numerical stability.
+            compute_dtype='float32',  # Dtype of the networks' matrix products; parameters and losses stay float32.
         )
     )

@@ -1,4 +1,4 @@
-"""Diffusion Steering via RL with action chunking (DSRL, arXiv 2506.15799; ALGORITHMS.md section 6).
+"""Diffusion Steering via RL with action chunking (DSRL, arXiv 2506.15799; docs/algorithms.md section 6).
 
 A BC flow models the data; its EMA decodes noise z into action chunks. RL happens in the noise space:
 a tanh-Gaussian policy pi_w(z|s) maximises a noise critic Q_z(s, z), which is distilled from the action
@@ -84,9 +84,12 @@ class DSRLAgent(Agent):
         target_entropy = target_entropy_for(config.get('target_entropy'), config['target_entropy_multiplier'], chunk_dim)
         config = freeze_config(config, chunk_dim=chunk_dim, target_entropy=target_entropy)
 
-        critic = lambda: Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'])  # noqa: E731
-        flow = VectorField(config['actor_hidden_dims'], chunk_dim, config['actor_layer_norm'])
-        noise_actor = GaussianHead(config['actor_hidden_dims'], chunk_dim, config['actor_layer_norm'])
+        dtype = config['compute_dtype']
+        critic = lambda: Value(  # noqa: E731
+            config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype
+        )
+        flow = VectorField(config['actor_hidden_dims'], chunk_dim, config['actor_layer_norm'], dtype=dtype)
+        noise_actor = GaussianHead(config['actor_hidden_dims'], chunk_dim, dtype=dtype)
         network = build_network(
             init_rng,
             {
@@ -121,5 +124,6 @@ def get_config():
             noise_scale=1.0,  # Range of the steered noise, z in [-noise_scale, noise_scale] (section 8).
             target_entropy=ml_collections.config_dict.placeholder(float),  # None: -multiplier * dim(chunk).
             target_entropy_multiplier=0.5,
+            compute_dtype='float32',  # Dtype of the networks' matrix products; parameters and losses stay float32.
         )
     )

@@ -1,4 +1,4 @@
-"""Flow Q-Learning with action chunking (FQL, arXiv 2502.02538; ALGORITHMS.md section 6).
+"""Flow Q-Learning with action chunking (FQL, arXiv 2502.02538; docs/algorithms.md section 6).
 
 A BC flow models the data; a one-step policy mu(s, z) maximises the critic while it is distilled
 toward the flow's ODE solution from the same noise z. Acting and critic next-actions use mu.
@@ -48,9 +48,12 @@ class FQLAgent(Agent):
         observations, actions = example_batch['observations'], example_batch['actions']
         config = freeze_config(config, chunk_dim=chunk_dim_of(example_batch))
         times = actions[..., :1]
-        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'])
-        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'])
-        one_step_actor = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'])
+        dtype = config['compute_dtype']
+        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype)
+        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=dtype)
+        one_step_actor = VectorField(
+            config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=dtype
+        )
         network = build_network(
             init_rng,
             {
@@ -80,6 +83,7 @@ def get_config():
             tau=0.005,  # Polyak rate of the target critic.
             horizon_length=ml_collections.config_dict.placeholder(int),  # Chunk length H (None: per domain).
             flow_steps=10,  # Euler steps K of the BC flow's ODE.
-            alpha=10.0,  # Distillation weight (per domain, ALGORITHMS.md section 8).
+            alpha=10.0,  # Distillation weight (per domain, docs/algorithms.md section 8).
+            compute_dtype='float32',  # Dtype of the networks' matrix products; parameters and losses stay float32.
         )
     )

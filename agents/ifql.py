@@ -1,4 +1,4 @@
-"""Implicit Flow Q-Learning with action chunking (IFQL; ALGORITHMS.md section 6).
+"""Implicit Flow Q-Learning with action chunking (IFQL; docs/algorithms.md section 6).
 
 The flow variant of IDQL: a value V(s) is fitted by expectile regression to the pessimistic target
 critic at the data's chunks, the critic ensemble regresses to R + gamma^H mask V(s'), and the actor is
@@ -75,9 +75,10 @@ class IFQLAgent(Agent):
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         observations, actions = example_batch['observations'], example_batch['actions']
         config = freeze_config(config, chunk_dim=chunk_dim_of(example_batch))
-        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'])
-        value = Value(config['value_hidden_dims'], config['value_layer_norm'])
-        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'])
+        dtype = config['compute_dtype']
+        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype)
+        value = Value(config['value_hidden_dims'], config['value_layer_norm'], dtype=dtype)
+        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=dtype)
         network = build_network(
             init_rng,
             {
@@ -107,7 +108,8 @@ def get_config():
             tau=0.005,  # Polyak rate of the target critic.
             horizon_length=ml_collections.config_dict.placeholder(int),  # Chunk length H (None: per domain).
             flow_steps=10,  # Euler steps K of the BC flow's ODE.
-            expectile=0.9,  # kappa of the value's expectile regression (per domain, ALGORITHMS.md section 8).
+            expectile=0.9,  # kappa of the value's expectile regression (per domain, docs/algorithms.md section 8).
             num_samples=32,  # Flow samples per observation when acting; the best under min_i Q_i is taken.
+            compute_dtype='float32',  # Dtype of the networks' matrix products; parameters and losses stay float32.
         )
     )

@@ -1,4 +1,4 @@
-"""Q-learning with Adjoint Matching (QAM, arXiv 2601.14234; ALGORITHMS.md sections 3 and 5).
+"""Q-learning with Adjoint Matching (QAM, arXiv 2601.14234; docs/algorithms.md sections 3 and 5).
 
 A base flow is trained by BC all along; its EMA is the reference process. A fine-tuned flow is
 regressed by adjoint matching onto the memoryless-SDE control whose fixed point samples
@@ -132,14 +132,18 @@ class QAMAgent(Agent):
         config = freeze_config(config, chunk_dim=chunk_dim, edit_target_entropy=target_entropy)
 
         times = actions[..., :1]
-        flow = lambda: VectorField(config['actor_hidden_dims'], chunk_dim, config['actor_layer_norm'])  # noqa: E731
+        dtype = config['compute_dtype']
+        flow = lambda: VectorField(  # noqa: E731
+            config['actor_hidden_dims'], chunk_dim, config['actor_layer_norm'], dtype=dtype
+        )
+        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype)
         modules = {
-            'critic': (Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs']), (observations, actions)),
+            'critic': (critic, (observations, actions)),
             'base_flow': (flow(), (observations, actions, times)),
             'fine_flow': (flow(), (observations, actions, times)),
         }
         if config['edit_scale'] > 0:
-            edit_actor = GaussianHead(config['actor_hidden_dims'], chunk_dim, config['actor_layer_norm'])
+            edit_actor = GaussianHead(config['actor_hidden_dims'], chunk_dim, dtype=dtype)
             modules['edit_actor'] = (edit_actor, (observations, actions))
             modules['edit_alpha'] = (LogParam(), ())
         if config['fql_alpha'] > 0:
@@ -167,10 +171,11 @@ def get_config():
             tau=0.005,  # Polyak rate of the target critic and of the base flow's EMA.
             horizon_length=ml_collections.config_dict.placeholder(int),  # Chunk length H (None: per domain).
             flow_steps=10,  # K, for the ODE sampler and the SDE rollout.
-            inv_temp=0.3,  # c in pi* ~ pi_base exp(c Q); tuned per domain (ALGORITHMS.md section 8).
+            inv_temp=0.3,  # c in pi* ~ pi_base exp(c Q); tuned per domain (docs/algorithms.md section 8).
             edit_scale=0.0,  # > 0: QAM-E, actions a_flow + edit_scale * e.
             fql_alpha=0.0,  # > 0: QAM-F, distillation weight of the one-step policy.
             edit_target_entropy=ml_collections.config_dict.placeholder(float),  # None: -multiplier * dim(chunk).
             edit_target_entropy_multiplier=0.5,
+            compute_dtype='float32',  # Dtype of the networks' matrix products; parameters and losses stay float32.
         )
     )

@@ -1,4 +1,4 @@
-"""Trust Region Q-Adjoint Matching (TRQAM, arXiv 2605.27079; ALGORITHMS.md section 4).
+"""Trust Region Q-Adjoint Matching (TRQAM, arXiv 2605.27079; docs/algorithms.md section 4).
 
 QAM with the temperature replaced by a trust region: the control channel of the memoryless SDE is
 sigma_lambda = g / sqrt(lambda_eff) and the terminal adjoint is -grad Q without temperature, so the
@@ -50,14 +50,16 @@ class TRQAMAgent(QAMAgent):
         # D_hat is measured on the rollout of this step, under the parameters before it.
         path_kl = info['actor/path_kl']
         lam, kl_ema = projected_dual_step(self.lam, self.kl_ema, path_kl, self.kl_budget, self.config)
+        agent = agent.replace(lam=lam, kl_ema=kl_ema)
+        # lambda_eff and the sigma scale after the dual step, as the authors log them (docs/algorithms.md section 9.4).
         info.update({
-            'dual/lambda': self.lambda_eff(),
-            'dual/sigma_scale': 1.0 / jnp.sqrt(self.lambda_eff()),
+            'dual/lambda': agent.lambda_eff(),
+            'dual/sigma_scale': 1.0 / jnp.sqrt(agent.lambda_eff()),
             'dual/path_kl': path_kl,
             'dual/kl_ema': kl_ema,
             'dual/kl_budget': self.kl_budget,
         })
-        return agent.replace(lam=lam, kl_ema=kl_ema), info
+        return agent, info
 
     def start_online(self):
         if self.config['kl_budget_online'] is None:

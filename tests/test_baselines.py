@@ -118,6 +118,11 @@ def test_create_is_deterministic(name, dataset):
     assert agent.network.select('critic')(*critic_inputs).shape == (2, 3)
 
 
+def test_unknown_compute_dtype_is_refused(dataset):
+    with pytest.raises(ValueError, match='float32, bfloat16'):
+        _create('ifql', dataset, compute_dtype='float16')
+
+
 @pytest.mark.parametrize('name', AGENTS)
 def test_update(name, dataset):
     agent, batch = _create(name, dataset), _batch(dataset)
@@ -277,6 +282,13 @@ def test_dsrl_noise_critic_distils_the_decoded_action_critic(dataset):
     fitted = _fit(loss_of, params['modules_noise_critic'], steps=600, lr=3e-3)
     assert r_squared(params['modules_noise_critic']) < 0.5
     assert r_squared(fitted) > 0.95
+
+
+def test_dsrl_noise_policy_never_has_layer_norm(dataset):
+    # As in the authors' implementation: actor_layer_norm applies to the flow, not to the tanh-Gaussian head.
+    params = _create('dsrl', dataset, actor_layer_norm=True).network.params
+    assert 'LayerNorm' in str(jax.tree_util.tree_structure(params['modules_flow']))
+    assert 'LayerNorm' not in str(jax.tree_util.tree_structure(params['modules_noise_actor']))
 
 
 def test_dsrl_acting_decodes_with_the_target_flow(dataset):

@@ -1,4 +1,4 @@
-"""Tests of utils/flow.py against answers known in closed form (ALGORITHMS.md sections 1, 3, 4).
+"""Tests of utils/flow.py against answers known in closed form (docs/algorithms.md sections 1, 3, 4).
 
 The toy everywhere is the linear interpolant to a Gaussian N(mu, s^2 I), whose exact base velocity is
 affine in x. Then every K-step scheme of flow.py (Euler ODE, memoryless SDE, lean adjoint, and the
@@ -9,6 +9,8 @@ the exponentially tilted Gaussian, the Girsanov KL), with tolerances that state 
 
 Run `python -m pytest tests/test_flow.py -q -s` to see the tables.
 """
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -442,21 +444,26 @@ def test_exact_control_is_fixed_point_quadratic():
 
 
 class ResidualField(nn.Module):
-    """v_theta(x, t) - v_base(x, t): a 2 x 32 GELU MLP on [x, t, sin(pi j t), cos(pi j t)], zero at init."""
+    """v_theta(x, t) - v_base(x, t): a 2 x 32 GELU MLP on [x, t, sin(pi j t), cos(pi j t)], zero at init.
+
+    Matrix products in `dtype` and a float32 output, as the agents' networks (tests/test_bfloat16.py).
+    """
 
     output_dim: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, t):
         freqs = jnp.pi * jnp.arange(1, 5, dtype=x.dtype)
         features = jnp.concatenate([x, t, jnp.sin(freqs * t), jnp.cos(freqs * t)], -1)
-        hidden = MLP((32, 32), activate_final=True)(features)
-        return nn.Dense(self.output_dim, kernel_init=nn.initializers.zeros)(hidden)
+        hidden = MLP((32, 32), activate_final=True, dtype=self.dtype)(features)
+        output = nn.Dense(self.output_dim, kernel_init=nn.initializers.zeros, dtype=self.dtype)(hidden)
+        return output.astype(jnp.float32)
 
 
-def train_adjoint_matching(base, reward, scale, d, steps=600, batch=256, lr=3e-3, seed=0):
+def train_adjoint_matching(base, reward, scale, d, steps=600, batch=256, lr=3e-3, seed=0, dtype=jnp.float32):
     """Adam on adjoint_matching_loss over fresh rollouts; returns the trained fine field."""
-    net = ResidualField(d)
+    net = ResidualField(d, dtype)
     params = net.init(jax.random.PRNGKey(seed), jnp.zeros((1, d)), jnp.zeros((1, 1)))
     tx = optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
 

@@ -8,7 +8,7 @@ import pytest
 from utils.datasets import Dataset, add_transition, sample_sequences
 from utils.distributions import tanh_gaussian_sample
 from utils.flax_utils import polyak_average
-from utils.networks import MLP, Value, VectorField
+from utils.networks import MLP, GaussianHead, Value, VectorField
 
 
 @pytest.mark.parametrize('num_ensembles, shape', [(None, (7,)), (1, (1, 7)), (3, (3, 7))])
@@ -37,6 +37,17 @@ def test_split_first_layer_is_a_dense_layer_on_the_concatenated_inputs():
         mlp.apply({'params': field_params['MLP_0']}, concatenated),
         rtol=1e-5, atol=1e-6,
     )
+
+
+def test_gaussian_head_has_no_layer_norm_and_clips_the_log_std_to_the_authors_range():
+    head = GaussianHead((8, 8), output_dim=2)
+    observations = jnp.ones((3, 4))
+    params = head.init(jax.random.PRNGKey(0), observations)['params']
+    assert 'LayerNorm' not in str(jax.tree_util.tree_structure(params))
+    # The second output layer gives the log-std: push it far beyond both bounds.
+    params['Dense_1'] = {'kernel': jnp.zeros_like(params['Dense_1']['kernel']), 'bias': jnp.array([-100.0, 100.0])}
+    _, log_stds = head.apply({'params': params}, observations)
+    np.testing.assert_array_equal(log_stds, np.broadcast_to([-20.0, 2.0], (3, 2)))
 
 
 def test_tanh_gaussian_log_prob_is_the_change_of_variables_density():

@@ -1,4 +1,4 @@
-"""Tests for TRQAM (agents/trqam.py; ALGORITHMS.md section 4) and the trust-region toy experiment.
+"""Tests for TRQAM (agents/trqam.py; docs/algorithms.md section 4) and the trust-region toy experiment.
 
 The SDE core itself (rollout, lean adjoint, loss, path KL) is tested in tests/test_flow.py; here we test
 what TRQAM adds on top of it: the temperature equivalence with QAM, the projected dual step, the dual
@@ -7,6 +7,7 @@ state of the agent, and that the dual step holds the path KL of a trained sample
 
 import json
 import os
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -52,25 +53,35 @@ def _trqam(seed=0, **overrides):
 # 1. TRQAM's loss is lambda_eff times QAM's loss at inv_temp = 1 / lambda_eff.
 
 
-@pytest.mark.parametrize('lam, lam_scale', [(1.0, 3.0), (0.37, 3.0), (2.5, 1.0)])
-def test_loss_is_lambda_eff_times_qam_loss_at_inverse_temperature(lam, lam_scale):
+def qam_and_trqam_adjoint_matching(lam, lam_scale, **overrides):
+    """((loss, info), gradients) of `adjoint_matching` for QAM at inv_temp = 1 / lambda_eff and for TRQAM at
+    lambda_eff = lam_scale * lam, on the same networks, observations and rollout key."""
     lam_eff = lam * lam_scale
     qam_config = get_qam_config()
-    qam_config.update({**TINY, 'inv_temp': 1.0 / lam_eff})
+    qam_config.update({**TINY, **overrides, 'inv_temp': 1.0 / lam_eff})
     qam = QAMAgent.create(0, _batch(), qam_config)
     # Same networks (critic, base flow and its EMA, fine flow), another agent class and its dual state.
-    trqam = _trqam(seed=1, lam_scale=lam_scale).replace(network=qam.network, lam=jnp.float32(lam))
+    trqam = _trqam(seed=1, lam_scale=lam_scale, **overrides).replace(network=qam.network, lam=jnp.float32(lam))
     assert float(trqam.lambda_eff()) == pytest.approx(lam_eff)
 
     observations = _batch(seed=2)['observations']
     params = qam.network.params
     rng = jax.random.PRNGKey(3)
 
-    def losses(agent):
-        return jax.value_and_grad(lambda p: agent.adjoint_matching(observations, p, rng), has_aux=True)(params)
+    @jax.jit  # one program for both agents (bfloat16 networks are slow op by op on the CPU)
+    def losses(params):
+        return tuple(jax.value_and_grad(lambda p: agent.adjoint_matching(observations, p, rng), has_aux=True)(params)
+                     for agent in (qam, trqam))
 
-    (qam_loss, qam_info), qam_grads = losses(qam)
-    (trqam_loss, trqam_info), trqam_grads = losses(trqam)
+    return losses(params)
+
+
+@pytest.mark.parametrize('lam, lam_scale', [(1.0, 3.0), (0.37, 3.0), (2.5, 1.0)])
+def test_loss_is_lambda_eff_times_qam_loss_at_inverse_temperature(lam, lam_scale):
+    lam_eff = lam * lam_scale
+    ((qam_loss, qam_info), qam_grads), ((trqam_loss, trqam_info), trqam_grads) = qam_and_trqam_adjoint_matching(
+        lam, lam_scale
+    )
     assert float(qam_loss) > 0
     np.testing.assert_allclose(trqam_loss, lam_eff * qam_loss, rtol=1e-5)
     # Same rollout: the path KL does not depend on lambda or on the temperature.
@@ -181,7 +192,7 @@ def test_update_does_not_retrace_and_logs_the_dual_variables():
     counted = jax.jit(counted_update)
     agent_1, info_1 = counted(agent, batch)
     agent_2, info_2 = counted(agent_1, _batch(seed=5))
-    agent_2, _ = counted(agent_2, _batch(seed=6))
+    counted(agent_2, _batch(seed=6))
     assert len(traces) == 1, 'the update retraced: the dual state changed type, shape or weak type'
 
     # The agent's own jitted update behaves the same (cache size unchanged on the second call).
@@ -192,14 +203,16 @@ def test_update_does_not_retrace_and_logs_the_dual_variables():
     for name in ('lam', 'kl_ema', 'kl_budget'):
         assert getattr(second, name).dtype == jnp.float32 and not getattr(second, name).weak_type
 
-    # Metrics: present and finite; dual/lambda is the effective value lam_scale * lam (before the step).
+    # Metrics: present and finite; dual/lambda is the effective value lam_scale * lam after the step's dual
+    # update, as the authors log it.
     for info in (info_1, info_2):
         for key in ('dual/lambda', 'dual/path_kl', 'dual/kl_ema', 'dual/kl_budget', 'dual/sigma_scale'):
             assert key in info and np.isfinite(float(info[key])), key
     lam_scale = agent.config['lam_scale']
-    assert float(info_1['dual/lambda']) == pytest.approx(lam_scale * float(agent.lam))
-    assert float(info_2['dual/lambda']) == pytest.approx(lam_scale * float(agent_1.lam))
-    assert float(info_1['dual/sigma_scale']) == pytest.approx(1.0 / np.sqrt(lam_scale * float(agent.lam)))
+    assert float(agent_1.lam) != pytest.approx(float(agent.lam))  # so that after and before differ
+    assert float(info_1['dual/lambda']) == pytest.approx(lam_scale * float(agent_1.lam))
+    assert float(info_2['dual/lambda']) == pytest.approx(lam_scale * float(agent_2.lam))
+    assert float(info_1['dual/sigma_scale']) == pytest.approx(1.0 / np.sqrt(lam_scale * float(agent_1.lam)))
     assert float(info_1['dual/kl_budget']) == pytest.approx(0.5)
     assert float(info_1['dual/path_kl']) == pytest.approx(float(info_1['actor/path_kl']))
     # The update applied exactly one projected dual step on the logged estimate.
@@ -242,27 +255,32 @@ TOY_W = np.array([1.5, 1.5], np.float32)  # Q(a) = w . a
 
 
 def _gaussian_base_velocity(x, t):
-    """Exact velocity of the linear interpolant to N(mu, s^2 I) (ALGORITHMS.md section 4)."""
+    """Exact velocity of the linear interpolant to N(mu, s^2 I) (docs/algorithms.md section 4)."""
     s2 = TOY_STD ** 2
     return TOY_MEAN + (x - t * TOY_MEAN) * (t * s2 - (1.0 - t)) / ((1.0 - t) ** 2 + t ** 2 * s2)
 
 
 class _Residual(nn.Module):
-    """v_theta = v_base + MLP(x, t), with a zero last layer so that fine-tuning starts at the base."""
+    """v_theta = v_base + MLP(x, t), with a zero last layer so that fine-tuning starts at the base.
+
+    Matrix products in `dtype` and a float32 output, as the agents' networks (tests/test_bfloat16.py).
+    """
+
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, t):
         h = jnp.concatenate([x, t], axis=-1)
         for _ in range(2):
-            h = nn.gelu(nn.Dense(64)(h))
-        return nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros)(h)
+            h = nn.gelu(nn.Dense(64, dtype=self.dtype)(h))
+        return nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, dtype=self.dtype)(h).astype(jnp.float32)
 
 
-def _train_toy_trust_region(budget, steps, config, flow_steps=10, batch_size=256, seed=0):
+def _train_toy_trust_region(budget, steps, config, flow_steps=10, batch_size=256, seed=0, dtype=jnp.float32):
     """Adjoint matching on Q(a) = w.a with sigma_k = g_k / sqrt(lambda_eff), terminal adjoint scale 1, the
     projected dual step after every gradient step. Returns the final lambda_eff, the per-step D_hat, and a
     large-batch path KL of the final sampler."""
-    residual = _Residual()
+    residual = _Residual(dtype)
     dim = TOY_MEAN.shape[0]
     params = residual.init(jax.random.PRNGKey(seed), jnp.zeros((1, dim)), jnp.zeros((1, 1)))
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3))

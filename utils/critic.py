@@ -1,4 +1,4 @@
-"""The ensemble critic regression every agent shares (ALGORITHMS.md section 2)."""
+"""The ensemble critic regression every agent shares (docs/algorithms.md section 2)."""
 
 import jax.numpy as jnp
 

@@ -80,7 +80,7 @@ class TrainState(flax.struct.PyTreeNode):
         """One optimiser step on `loss_fn(params) -> (loss, info)`, then the Polyak target update.
 
         The targets move toward the parameters as they were *before* this step (a one-step lag, as in
-        the published implementations; ALGORITHMS.md section 1).
+        the published implementations; docs/algorithms.md section 1).
         """
         grads, info = jax.grad(loss_fn, has_aux=True)(self.params)
         updates, new_opt_state = self.tx.update(grads, self.opt_state, self.params)

@@ -1,6 +1,6 @@
 """Flow-matching and the memoryless SDE: the one home of the maths every flow agent shares.
 
-Conventions (ALGORITHMS.md sections 1 and 3): flow time t in [0, 1], t = 0 is noise, t = 1 is data;
+Conventions (docs/algorithms.md sections 1 and 3): flow time t in [0, 1], t = 0 is noise, t = 1 is data;
 K = `flow_steps`, h = 1 / K, t_k = k h. A velocity field is a plain callable `velocity(x, t)` with
 x of shape (..., d) and t of shape (..., 1); agents close over the observation, tests pass analytic
 fields. Every function is pure, jit-compatible and shape-polymorphic over leading axes, so it vmaps

@@ -1,6 +1,12 @@
-"""Network modules shared by every agent (ALGORITHMS.md section 1, "Networks")."""
+"""Network modules shared by every agent (docs/algorithms.md section 1, "Networks").
 
-from typing import Optional, Sequence
+`dtype` (an agent's `compute_dtype`) is the dtype of the matrix products; parameters stay float32, so the
+gradients and the optimiser state do too. The networks an agent calls (Value, VectorField, GaussianHead)
+return float32: everything computed from their outputs (losses, terminal and lean adjoints, path KL, the
+ODE and SDE states, TRQAM's dual step) stays in float32 whatever the compute dtype.
+"""
+
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -18,9 +24,14 @@ class ConcatDense(nn.Module):
     The split lets XLA compute a term whose input does not change once: the observation term of a flow
     network is the same at all K flow steps, so the forward passes of the ODE sampler, the SDE rollout
     and the lean adjoint compute only the (action, time) part at each step.
+
+    Like `nn.Dense(dtype=dtype)`: float32 parameters, products and output in `dtype`. The partial products
+    are summed in float32 and rounded to `dtype` once. (Products returning float32 would save that rounding
+    but make the gradient's products float32 too.)
     """
 
     features: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, inputs: Sequence[jnp.ndarray]):
@@ -30,29 +41,35 @@ class ConcatDense(nn.Module):
         bounds = np.cumsum([0, *sizes])
         outputs = bias
         for x, start, end in zip(inputs, bounds[:-1], bounds[1:]):
-            outputs = outputs + x @ kernel[start:end]
-        return outputs
+            outputs = outputs + (x.astype(self.dtype) @ kernel[start:end].astype(self.dtype)).astype(jnp.float32)
+        return outputs.astype(self.dtype)
 
 
 class MLP(nn.Module):
     """Dense -> GELU -> optional LayerNorm per hidden layer; the last layer is linear unless
-    `activate_final`. The input is one array, or a sequence of arrays to concatenate (see ConcatDense)."""
+    `activate_final`. The input is one array, or a sequence of arrays to concatenate (see ConcatDense).
+
+    `dtype` is the dtype of the matrix products, activations and output; the parameters are float32.
+    LayerNorm still computes its statistics and the normalisation in float32 (Flax's default for half
+    precision inputs): a mean and variance over hundreds of features is where bfloat16 would lose digits.
+    """
 
     hidden_dims: Sequence[int]
     activate_final: bool = False
     layer_norm: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         for i, size in enumerate(self.hidden_dims):
             if i == 0 and isinstance(x, (list, tuple)):
-                x = ConcatDense(size, name='Dense_0')(x)
+                x = ConcatDense(size, dtype=self.dtype, name='Dense_0')(x)
             else:
-                x = nn.Dense(size, kernel_init=default_init(), name=f'Dense_{i}')(x)
+                x = nn.Dense(size, kernel_init=default_init(), dtype=self.dtype, name=f'Dense_{i}')(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
                 x = nn.gelu(x)
                 if self.layer_norm:
-                    x = nn.LayerNorm()(x)
+                    x = nn.LayerNorm(dtype=self.dtype)(x)
         return x
 
 
@@ -67,6 +84,7 @@ class Value(nn.Module):
     hidden_dims: Sequence[int]
     layer_norm: bool = True
     num_ensembles: Optional[int] = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, observations, actions=None, times=None):
@@ -87,44 +105,48 @@ class Value(nn.Module):
                 out_axes=0,
                 axis_size=self.num_ensembles,
             )
-        return mlp_class((*self.hidden_dims, 1), layer_norm=self.layer_norm)(inputs).squeeze(-1)
+        values = mlp_class((*self.hidden_dims, 1), layer_norm=self.layer_norm, dtype=self.dtype)(inputs)
+        return values.squeeze(-1).astype(jnp.float32)
 
 
 class VectorField(nn.Module):
     """Flow velocity v(s, x, t), or a one-step policy mu(s, z) when called without `times`.
 
-    The input is concat[s, x, t] with the raw scalar time (ALGORITHMS.md section 1).
+    The input is concat[s, x, t] with the raw scalar time (docs/algorithms.md section 1).
     """
 
     hidden_dims: Sequence[int]
     output_dim: int
     layer_norm: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, observations, actions, times=None):
         inputs = [observations, actions] if times is None else [observations, actions, times]
-        return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm)(inputs)
+        mlp = MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm, dtype=self.dtype)
+        return mlp(inputs).astype(jnp.float32)
 
 
 class GaussianHead(nn.Module):
     """Mean and log-std of a diagonal Gaussian (squashed by tanh in `utils.distributions`).
 
-    Used by DSRL's noise-space policy and QAM-E's edit policy.
+    Used by DSRL's noise-space policy and QAM-E's edit policy. As in the authors' implementation of both
+    (docs/algorithms.md section 9.4): no LayerNorm whatever `actor_layer_norm` says, log-std clipped to [-20, 2].
     """
 
     hidden_dims: Sequence[int]
     output_dim: int
-    layer_norm: bool = False
-    log_std_min: float = -5.0
+    log_std_min: float = -20.0
     log_std_max: float = 2.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, observations, actions: Optional[jnp.ndarray] = None):
         inputs = observations if actions is None else jnp.concatenate([observations, actions], axis=-1)
-        features = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm)(inputs)
-        means = nn.Dense(self.output_dim, kernel_init=default_init())(features)
-        log_stds = nn.Dense(self.output_dim, kernel_init=default_init())(features)
-        return means, jnp.clip(log_stds, self.log_std_min, self.log_std_max)
+        features = MLP(self.hidden_dims, activate_final=True, dtype=self.dtype)(inputs)
+        means = nn.Dense(self.output_dim, kernel_init=default_init(), dtype=self.dtype)(features)
+        log_stds = nn.Dense(self.output_dim, kernel_init=default_init(), dtype=self.dtype)(features)
+        return means.astype(jnp.float32), jnp.clip(log_stds.astype(jnp.float32), self.log_std_min, self.log_std_max)
 
 
 class LogParam(nn.Module):
