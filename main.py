@@ -1,72 +1,90 @@
-"""Train and evaluate an agent on an OGBench single-task environment.
+"""Train and evaluate an agent on an OGBench or Robomimic task, with a paper's protocol by default.
 
     python main.py --agent=agents/trqam.py --env_name=cube-triple-play-singletask-task2-v0
 
-The protocol, top to bottom in `train`: resolve the config, open the run directory, load the data,
-restore or create the state, the offline phase (BC pre-training with `--bc_only`, else offline RL),
-the online phase (fine-tuning with the offline data as the start of the replay buffer), close.
+The protocol, top to bottom in `train`: resolve the settings (the protocol's per-domain table under the
+flags given), the BC pre-training stage when the protocol has one, then for the seeds: open the run
+directories, load the data, restore or create the state, the offline phase (BC pre-training with
+`--bc_only`, else offline RL), the online phase (fine-tuning with the offline data as the start of the
+replay buffer), close. `--seeds=0,1,2,3` trains several seeds in one compiled program, each with its own
+run directory, as if it had been run alone.
 
 A run killed at any point resumes from its latest checkpoint when the same command is started again.
-SIGTERM, SIGINT or SIGUSR1 make it save first (offline at once, online at the end of the episode) and
-exit with status 75; a resumed run ends exactly as the uninterrupted one would.
+SIGTERM, SIGINT or SIGUSR1 make it save first and exit with status 75; a resumed run ends exactly as the
+uninterrupted one would.
 
-From Python: `train(default_flag_values() | {'env_name': ...}, agent_config)` returns the run directory.
+From Python: `train(default_flag_values() | {'env_name': ...}, agent_config)` returns the run directories.
 """
 
 import dataclasses
 import os
 import runpy
 import sys
+import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import tqdm
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from agents import BC, method_of
-from utils import run_dir as layout
-from utils.acting import OnlineCollector, evaluate
-from utils.checkpoints import Checkpointer
-from utils.datasets import add_transition, example_batch
-from utils.domains import with_horizon_length
+from utils.domains import get_protocol, how_to_get
+from utils.acting import SeedActing
 from utils.errors import Preempted, RunError, debug_requested, disk_full_message, is_disk_full
-from utils.logging import RunLogger, Throughput, plot_learning_curve, read_json, write_json
-from utils.offline_data import load_offline_data, replay_buffer
+from utils.offline_data import load_offline_data
 from utils.preemption import StopSignals
 from utils.prng import use_unrolled_threefry_on_cpu
-from utils.run_lock import RunLock
-from utils.run_state import (NonFiniteState, RunState, checkpoint_bytes, load_flow_params, restore_state, save_state,
-                             settings_changes)
-from utils.schedule import Schedule
-from utils.training import run_keys, train_steps
+from utils.run import Run, TrainingDiverged
+from utils.run_config import ConfigMismatch, check_resume, describe, recorded_settings, resolve_config  # noqa: F401
+from utils.run_lock import RunDirectoryInUse, RunLocks
+from utils.run_state import RunState, load_flow_params, online_buffers, restore_state
+from utils.seeds import stack
+from utils.training import add_transitions
 
 FLAGS = flags.FLAGS
+BC_WAIT_SECONDS = 30  # between looks at a BC run another process is training
 
-flags.DEFINE_string('env_name', 'cube-single-play-singletask-task1-v0', 'OGBench single-task environment.')
+flags.DEFINE_string('env_name', 'cube-single-play-singletask-task1-v0', 'OGBench single-task environment or '
+                    'Robomimic dataset (e.g. lift-mh-low_dim).')
+flags.DEFINE_enum('protocol', 'trqam', ['trqam', 'qam', 'none'], 'Per-domain settings and stages of a paper '
+                  '(utils/domains.py): trqam (BC pre-training, the TRQAM paper), qam (the QAM paper), none (the '
+                  'flags and the agent config only). Flags given explicitly always win.')
 flags.DEFINE_integer('seed', 0, 'Random seed (networks, batches, environment resets).')
-flags.DEFINE_string('dataset_dir', None, 'Folder of OGBench .npz files (default: ogbench\'s ~/.ogbench/data).')
-flags.DEFINE_string('dataset_path', None, 'One dataset .npz file (overrides --dataset_dir).')
-flags.DEFINE_string('dataset_shards_dir', None, 'Folder of 1M-transition .npz shards (the 10M/100M datasets).')
-flags.DEFINE_integer('dataset_replace_interval', 1000, 'Steps between shard rotations with --dataset_shards_dir.')
-flags.DEFINE_bool('sparse', False, 'Sparse rewards r -> -1[r != 0] (the QAM paper used them for puzzle and scene).')
+flags.DEFINE_list('seeds', None, 'Several seeds trained in one program, e.g. 0,1,2,3 (default: --seed).')
+flags.DEFINE_string('dataset_dir', None, 'Folder of the datasets (default: ogbench\'s ~/.ogbench/data, Robomimic\'s '
+                    '~/.robomimic).')
+flags.DEFINE_string('dataset_path', None, 'One dataset file (overrides --dataset_dir).')
+flags.DEFINE_string('dataset_shards_dir', None, 'Folder of 1M-transition .npz shards (the 10M/100M datasets; default: '
+                    'the protocol\'s).')
+flags.DEFINE_integer('dataset_replace_interval', 1000, 'Steps between shard rotations, offline and online.')
+flags.DEFINE_bool('sparse', None, 'Sparse rewards r -> -1[r != 0] (default: the protocol\'s; puzzle and scene).')
+flags.DEFINE_integer('bc_steps', None, 'Steps of the BC pre-training stage (default: the protocol\'s, 300K for trqam, '
+                     'none for qam; 300K with --bc_only).')
 flags.DEFINE_integer('offline_steps', 1_000_000, 'Offline gradient steps.')
-flags.DEFINE_integer('online_steps', 0, 'Online environment steps after the offline phase.')
-flags.DEFINE_integer('horizon_length', None, 'Action chunk length H (default: agent config, else 5 manipulation / 1 maze).')
+flags.DEFINE_integer('online_steps', 500_000, 'Online environment steps after the offline phase.')
+flags.DEFINE_integer('horizon_length', None, 'Action chunk length H (default: the protocol\'s, else the agent '
+                     'config\'s, else 5 manipulation / 1 maze).')
 flags.DEFINE_integer('start_training', 5000, 'Online steps collected before online updates start.')
 flags.DEFINE_integer('utd_ratio', 1, 'Online gradient updates per environment step (one scanned call).')
+flags.DEFINE_bool('balanced_sampling', False, 'Online batches half offline data, half online transitions, and '
+                  'uniform random actions before --start_training (the authors\' option).')
 flags.DEFINE_integer('steps_per_call', 100, 'Offline updates per jitted call.')
 flags.DEFINE_integer('log_interval', 5000, 'Steps between training-metric rows.')
-flags.DEFINE_integer('eval_interval', 50_000, 'Steps between evaluations (0: only at the end).')
+flags.DEFINE_integer('eval_interval', 50_000, 'Steps between evaluations (also at the end of each phase; 0: only '
+                     'there).')
 flags.DEFINE_integer('eval_episodes', 50, 'Episodes per evaluation.')
-flags.DEFINE_integer('save_interval', 100_000, 'Steps between checkpoints (online: at the next episode end).')
+flags.DEFINE_integer('eval_workers', -1, 'Processes that step the evaluation episodes in parallel (-1: one per CPU '
+                     'core; 0: this process).')
+flags.DEFINE_integer('eval_envs', 16, 'Evaluation environments at once, all seeds together (each OGBench manipulation '
+                     'environment holds 100-200 MB; a batched policy call serves them all).')
+flags.DEFINE_integer('video_episodes', 0, 'Evaluation episodes rendered to MP4 (videos/ in the run directory).')
+flags.DEFINE_integer('save_interval', 100_000, 'Steps between checkpoints.')
 flags.DEFINE_string('save_dir', 'runs', 'Parent folder of run directories.')
-flags.DEFINE_string('run_name', None, 'Run directory name (default: method_env_seed; _bc with --bc_only).')
-flags.DEFINE_bool('bc_only', False, 'Stage 1 of the protocol: train only the BC flow, with the --agent network sizes.')
-flags.DEFINE_string('pretrained_actor_path', None, 'Run directory of a --bc_only run to start the flow networks from.')
+flags.DEFINE_string('run_name', None, 'Run directory name (default: method_env_seed; "{seed}" is replaced by each '
+                    'seed).')
+flags.DEFINE_bool('bc_only', False, 'Only the BC pre-training stage, with the --agent network sizes.')
+flags.DEFINE_string('pretrained_actor_path', None, 'Run directory of a BC run to start the flow networks from '
+                    '("{seed}" is replaced by each seed; default under --protocol=trqam: the shared BC run).')
 flags.DEFINE_string('wandb_mode', 'disabled', 'wandb mode: disabled (no account needed), offline or online.')
 flags.DEFINE_string('wandb_project', 'trqam', 'wandb project.')
 flags.DEFINE_string('wandb_group', 'default', 'wandb group.')
@@ -75,24 +93,7 @@ flags.DEFINE_bool('allow_config_change', False, 'Resume although flags or agent 
 flags.DEFINE_bool('debug', False, 'Show the traceback of errors that otherwise get a one-screen message '
                   '(also TRQAM_DEBUG=1).')
 
-config_flags.DEFINE_config_file('agent', 'agents/fql.py', 'Agent config file; override keys with --agent.key=value.')
-
-
-class TrainingDiverged(RunError):
-    pass
-
-
-class ConfigMismatch(RunError):
-    pass
-
-
-class DiskFull(RunError):
-    pass
-
-
-# Flags that name where a run lives or how it reports, not what it computes: a resume may change them.
-RESUME_FREE_FLAGS = ('save_dir', 'run_name', 'wandb_mode', 'wandb_project', 'wandb_group', 'allow_config_change',
-                     'debug')
+config_flags.DEFINE_config_file('agent', 'agents/trqam.py', 'Agent config file; override keys with --agent.key=value.')
 
 
 def default_flag_values() -> dict:
@@ -109,177 +110,111 @@ def _own_flags():
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def train(flag_values: dict, agent_config: ml_collections.ConfigDict, stop: StopSignals = None) -> str:
-    """Runs (or resumes) one run of main.py; returns its run directory. `stop`: the signals that end it
-    early (main.py installs them; from Python, none by default)."""
+def train(flag_values: dict, agent_config: ml_collections.ConfigDict, stop: StopSignals = None,
+          explicit=()) -> list:
+    """Runs (or resumes) main.py's protocol; returns the run directories, one per seed. `explicit`: the
+    flags ('name') and agent keys ('agent.KEY') the user set, which the protocol leaves alone (values that
+    differ from the defaults count as set too). `stop`: the signals that end it early."""
     use_unrolled_threefry_on_cpu()
-    config = resolve_config(flag_values, agent_config)
-    with RunLock(config.run_dir):
-        env, eval_env, data = load_data(config)
-        checkpointer = Checkpointer(layout.path(config.run_dir, layout.CHECKPOINT_DIR))
-        state, changes = restore_or_create_state(config, data, checkpointer)
-        run = Run(config, open_logs(config, state.step, changes), checkpointer, eval_env, stop, state.step)
+    config = resolve_config(flag_values, agent_config, explicit, default_flag_values())
+    print(describe(config), flush=True)
+    if config.bc_stage:
+        bc_stage({**flag_values, 'bc_only': True}, agent_config, stop, explicit)
+    diverged = []
+    for seeds in seed_groups(config):
         try:
+            run_seeds(config, seeds, stop)
+        except TrainingDiverged as error:  # the other groups still run
+            diverged.append(str(error))
+    if diverged:
+        raise TrainingDiverged('\n\n'.join(diverged))
+    return list(config.run_dirs)
+
+
+def bc_stage(flag_values, agent_config, stop, explicit):
+    """Stage 1, the BC run every method of the task shares: reused when complete with these settings (without
+    taking its lock, so the methods of a task can start together), else trained or resumed here. While another
+    process trains it, this one waits."""
+    config = resolve_config(flag_values, agent_config, explicit, default_flag_values())
+    if all(Run.finished(config, k) for k in range(len(config.seeds))):
+        print(f'BC pre-training (stage 1) complete: {", ".join(config.run_dirs)}', flush=True)
+        return
+    while True:
+        try:
+            return train(flag_values, agent_config, stop, explicit)
+        except RunDirectoryInUse as busy:
+            print(f'Waiting for the BC pre-training run: {busy}', file=sys.stderr, flush=True)
+            for _ in range(BC_WAIT_SECONDS):
+                if stop is not None and stop.received:
+                    raise Preempted(f'Stopped by {stop.received} while waiting for the BC pre-training run.') from None
+                time.sleep(1)
+
+
+def seed_groups(config):
+    """The seeds of the run, in groups that resume from the same step (all of them, normally)."""
+    by_step = {}
+    for position, run_dir in enumerate(config.run_dirs):
+        by_step.setdefault(Run.latest_checkpoint(run_dir), []).append(position)
+    return list(by_step.values())
+
+
+def run_seeds(config, positions, stop):
+    """The offline and online phases of the seeds at `positions` of the run, which resume from one step."""
+    with RunLocks([config.run_dirs[k] for k in positions]):
+        data = load_data(config)
+        run = Run(config, positions, stop, data.make_env, data.action_dim)
+        try:
+            state = restore_or_create_state(config, data, run)
             state = offline_phase(state, data, run)
-            state = online_phase(state, env, run)
+            state = online_phase(state, data, run)
+            run.finish(state)
         finally:
             run.close()
-        report_finished(config, run.logger, state)
-    return config.run_dir
-
-
-def resolve_config(flag_values: dict, agent_config) -> ml_collections.FrozenConfigDict:
-    """The flag values with the run's derived settings: the agent config (chunk length filled in), the
-    agent class, the schedule and the run directory. Flags and `agent_config` stay untouched."""
-    config = ml_collections.ConfigDict(dict(flag_values))
-    config.agent = with_horizon_length(agent_config, config.env_name, config.horizon_length)
-    if config.bc_only:
-        config.online_steps = 0
-    method = method_of(config.agent)
-    config.run_dir = os.path.join(config.save_dir, config.run_name or layout.run_name(
-        method.slug, config.env_name, config.seed, config.bc_only))
-    config.schedule = Schedule(
-        config.offline_steps, config.online_steps, config.log_interval, config.eval_interval, config.save_interval,
-        config.dataset_replace_interval if config.dataset_shards_dir else 0, config.steps_per_call)
-    config.agent_class = (BC if config.bc_only else method).agent_class()
-    return ml_collections.FrozenConfigDict(config)
-
-
-def recorded_settings(config) -> dict:
-    """What flags.json records: every flag of main.py as resolved for this run, and the agent config."""
-    return {**{flag.name: config[flag.name] for flag in _own_flags()}, 'agent': config.agent.to_dict()}
 
 
 def load_data(config):
-    """(training env, evaluation env, OfflineData) of the run."""
-    return load_offline_data(
-        config.env_name, dataset_dir=config.dataset_dir, dataset_path=config.dataset_path,
-        dataset_shards_dir=config.dataset_shards_dir, shard_interval=config.dataset_replace_interval,
-        sparse=config.sparse, offline_steps=config.offline_steps, horizon_length=config.agent.horizon_length)
+    """The run's OfflineData (its environment factory and offline transitions)."""
+    try:
+        return load_offline_data(
+            config.env_name, dataset_dir=config.dataset_dir, dataset_path=config.dataset_path,
+            dataset_shards_dir=config.dataset_shards_dir, shard_interval=config.dataset_replace_interval,
+            sparse=config.sparse, offline_steps=config.offline_steps, horizon_length=config.agent.horizon_length)
+    except FileNotFoundError as error:
+        if config.dataset_shards_dir and not os.path.isdir(os.path.expanduser(config.dataset_shards_dir)):
+            source = 'protocol' if 'dataset_shards_dir' in dict(config.protocol_settings) else 'flags'
+            raise FileNotFoundError(f'{error}\nThis run reads the large dataset (set by the {source}): '
+                                    + how_to_get(config.env_name, os.path.dirname(config.dataset_shards_dir),
+                                                 get_protocol('trqam'))) from None
+        raise
 
 
-def restore_or_create_state(config, data, checkpointer):
-    """(state, changed settings) from the newest intact checkpoint of the run directory, or a fresh state
-    at step 0. A checkpoint whose settings differ from the config is refused unless --allow_config_change."""
-    offline = data.transitions_at(0)
-    replay = replay_buffer(offline, config.online_steps)
-    agent = config.agent_class.create(config.seed, example_batch(replay, config.agent.horizon_length),
-                                      ml_collections.ConfigDict(config.agent.to_dict()))
-    if config.pretrained_actor_path:
-        agent = agent.load_pretrained_flow(load_flow_params(config.pretrained_actor_path))
-    state, changes = RunState(agent, replay, len(offline['observations']), step=0, episode_index=0), {}
-    restored = restore_state(checkpointer, agent, check=lambda saved: check_resume(config, saved))
-    if restored is not None:
-        agent, online, step, episode_index, changes = restored
-        offline = data.transitions_at(step)
-        state = RunState(agent, replay_buffer(offline, config.online_steps, online), len(offline['observations']),
-                         step, episode_index)
-        print(f'Resumed {config.run_dir} at step {step}.')
-    return dataclasses.replace(state, agent=jax.tree_util.tree_map(jnp.asarray, state.agent)), changes
-
-
-def check_resume(config, saved_settings) -> dict:
-    """The settings that differ from the checkpoint's (older checkpoints: flags.json's); refuses them
-    unless --allow_config_change."""
-    if saved_settings is None:
-        flags_path = layout.path(config.run_dir, layout.FLAGS_FILE)
-        saved_settings = read_json(flags_path) if os.path.exists(flags_path) else recorded_settings(config)
-    changes = settings_changes(saved_settings, recorded_settings(config), free=RESUME_FREE_FLAGS + ('config_changes',))
-    if changes and not config.allow_config_change:
-        listed = '\n'.join(f'  {key}: {old!r} in the checkpoint, {new!r} now' for key, old, new in
-                           ((key, *values) for key, values in changes.items()))
-        raise ConfigMismatch(
-            f'{config.run_dir} holds a run with other settings:\n{listed}\nRun the command that started it to '
-            'resume it; pass another --run_name (or --save_dir) for a new run; or add --allow_config_change to '
-            'resume with the new settings (flags.json records the change).')
-    return changes
-
-
-def open_logs(config, restored_step: int, changes: dict) -> RunLogger:
-    """flags.json (with the history of allowed config changes) and the logs, trimmed to the restored step."""
-    settings = recorded_settings(config)
-    flags_path = layout.path(config.run_dir, layout.FLAGS_FILE)
-    history = read_json(flags_path).get('config_changes', []) if changes and os.path.exists(flags_path) else []
-    if changes:
-        history.append({'step': restored_step, 'changes': {key: list(values) for key, values in changes.items()}})
-    write_json(flags_path, {**settings, **({'config_changes': history} if history else {})})
-    wandb = {'mode': config.wandb_mode, 'project': config.wandb_project, 'group': config.wandb_group}
-    return RunLogger(config.run_dir, restored_step, wandb, os.path.basename(config.run_dir), settings)
-
-
-class Run:
-    """What the phases share: the config, logs, checkpoints, evaluation, progress and the stop signals."""
-
-    def __init__(self, config, logger, checkpointer, eval_env, stop, restored_step):
-        self.config, self.logger, self.checkpointer, self.eval_env, self.stop = config, logger, checkpointer, eval_env, stop
-        self.data_key, self.act_key = run_keys(config.seed)
-        self.last_checkpoint = restored_step if checkpointer.latest_step() is not None else None
-        self.throughput = Throughput()
-        self.progress = tqdm.tqdm(total=config.schedule.total_steps, initial=restored_step, smoothing=0.1,
-                                  dynamic_ncols=True, desc=os.path.basename(config.run_dir))
-
-    @property
-    def stop_requested(self) -> bool:
-        return self.stop is not None and self.stop.received is not None
-
-    def train(self, state: RunState, first_step: int, num_updates: int):
-        agent, info = train_steps(state.agent, state.replay, self.data_key, first_step, num_updates=num_updates,
-                                  batch_size=self.config.agent.batch_size,
-                                  horizon_length=self.config.agent.horizon_length)
-        return dataclasses.replace(state, agent=agent), info
-
-    def after_step(self, state: RunState, info, phase_name: str, steps_done: int):
-        """Logging and evaluation due at `state.step`; `info` is None while no update has run in this phase."""
-        schedule, step = self.config.schedule, state.step
-        self.throughput.add(steps_done)
-        self.progress.update(steps_done)
-        if info is not None and schedule.logs(step):
-            metrics = jax.device_get(info)
-            bad = [key for key, value in metrics.items() if not np.all(np.isfinite(value))]
-            if bad:
-                raise self.diverged(step, ', '.join(bad))
-            row = {f'training/{key}': value for key, value in metrics.items()}
-            self.logger.log({**row, 'time/steps_per_second': self.throughput.rate(), 'phase': phase_name}, step)
-        if schedule.evaluates(step):
-            metrics = evaluate(state.agent, self.eval_env, self.config.eval_episodes, self.config.seed, step)
-            self.logger.log({f'evaluation/{key}': value for key, value in metrics.items()}, step)
-            self.progress.set_postfix(success=f'{metrics["success"]:.2f}')
-
-    def save(self, state: RunState):
-        try:
-            save_state(self.checkpointer, state, recorded_settings(self.config))
-        except NonFiniteState as error:
-            raise self.diverged(state.step, str(error)) from None
-        except Exception as error:
-            if is_disk_full(error):
-                raise DiskFull(disk_full_message(self.checkpointer.directory, checkpoint_bytes(state)) + '\n'
-                               + self.nothing_lost()) from error
-            raise
-        self.last_checkpoint = state.step
-
-    def stop_here(self, state: RunState):
-        """Saves `state` (a point the run resumes from exactly) and stops the run."""
-        if self.last_checkpoint != state.step:
-            self.save(state)
-        raise Preempted(f'Stopped by {self.stop.received} at step {state.step} and saved a checkpoint there. Run the '
-                        'same command again to resume.')
-
-    def diverged(self, step: int, what: str) -> TrainingDiverged:
-        return TrainingDiverged(
-            f'Training diverged at step {step}: {what} became non-finite, so nothing of it was saved.\n'
-            + self.nothing_lost() + '\nTo go on from there with other settings (for example a lower --agent.lr), '
-            'add them and --allow_config_change to the same command; to start over, pass another --run_name.')
-
-    def nothing_lost(self) -> str:
-        if self.last_checkpoint is None:
-            return f'No checkpoint was saved yet; the logs are in {self.config.run_dir}.'
-        return (f'The latest checkpoint (step {self.last_checkpoint}) is intact and the same command resumes from it; '
-                f'the logs are in {self.config.run_dir}.')
-
-    def close(self):
-        self.progress.close()
-        self.checkpointer.close()
-        self.logger.close()
+def restore_or_create_state(config, data, run: Run) -> RunState:
+    """Each seed from the newest intact checkpoint of its run directory, or fresh at step 0; then the run's
+    logs, opened at that step. A checkpoint whose settings differ from the config is refused unless
+    --allow_config_change."""
+    example = data.example_batch(config.agent.horizon_length)
+    agent_config = ml_collections.ConfigDict(config.agent.to_dict())
+    agents, online, acting, steps = [], [], [], []
+    for k in run.positions:
+        agent = config.agent_class.create(config.seeds[k], example, agent_config)
+        if config.pretrained_paths[k]:
+            agent = agent.load_pretrained_flow(load_flow_params(config.pretrained_paths[k]))
+        restored = restore_state(run.checkpointers[k], agent, check=lambda saved, k=k: check_resume(config, k, saved))
+        agent, transitions, step, seed_acting, changes = restored or (agent, None, 0, SeedActing(), {})
+        run.changes[k] = changes
+        agents.append(agent)
+        online.append(transitions)
+        acting.append(seed_acting)
+        steps.append(step)
+    if len(set(steps)) > 1:
+        raise RunError('The seeds\' latest intact checkpoints are at different steps '
+                       f'({", ".join(f"seed {config.seeds[k]}: {s}" for k, s in zip(run.positions, steps))}). '
+                       'Run the same command again: it resumes each group of seeds from its own step.')
+    buffers = online_buffers(online, config.online_steps, data.transitions) if config.online_steps else None
+    state = RunState(stack([jax.tree_util.tree_map(jax.numpy.asarray, agent) for agent in agents]), buffers,
+                     steps[0], tuple(acting))
+    run.open_logs(state.step)
+    return state
 
 
 def offline_phase(state: RunState, data, run: Run) -> RunState:
@@ -287,58 +222,43 @@ def offline_phase(state: RunState, data, run: Run) -> RunState:
     schedule = run.config.schedule
     while state.step < schedule.offline_steps:
         stop = schedule.next_offline_stop(state.step)
-        state, info = run.train(state, state.step + 1, stop - state.step)
-        steps_done, state = stop - state.step, dataclasses.replace(state, step=stop)
-        run.after_step(state, info, 'offline', steps_done)
-        if data.live_shard(state.step) != data.loaded_shard:
-            offline = data.transitions_at(state.step)
-            state = dataclasses.replace(state, offline_size=len(offline['observations']),
-                                        replay=replay_buffer(offline, run.config.online_steps))
-        if schedule.saves_offline(state.step):
-            run.save(state)
+        state, info = run.train(state, data.dataset_for(state.step + 1), state.step + 1, stop - state.step, None)
+        state = run.after_step(dataclasses.replace(state, step=stop), info, 'offline', stop - state.step)
+        if schedule.saves(state.step):
+            state = run.save(state)
         if run.stop_requested:
             run.stop_here(state)
     return state
 
 
-def online_phase(state: RunState, env, run: Run, end_step: int = None) -> RunState:
-    """Online fine-tuning up to `end_step` (default: the end of the run): chunks executed open-loop, every
-    transition into the replay buffer, `utd_ratio` updates per step once `start_training` steps are in.
-    Checkpoints (and a stop on a signal) wait for the episode's end, where a resumed run restarts."""
+def online_phase(state: RunState, data, run: Run, end_step: int = None) -> RunState:
+    """Online fine-tuning up to `end_step` (default: the end of the run): chunks executed open-loop in every
+    seed's environment, every transition into its replay buffer, `utd_ratio` updates per step once
+    `start_training` steps are in. The offline part of the buffers keeps rotating through the shards."""
     config, schedule = run.config, run.config.schedule
     end_step = schedule.total_steps if end_step is None else end_step
     if state.step >= end_step:
         return state
-    agent = state.agent.start_online() if state.step == schedule.offline_steps else state.agent
-    state = dataclasses.replace(state, agent=agent)
-    collector = OnlineCollector(env, config.seed, state.episode_index, config.sparse)
-    save_pending, info = False, None
+    if state.step == schedule.offline_steps:
+        state = dataclasses.replace(state, agents=run.start_online(state.agents))
+    collector = run.online_collector(state)
     while state.step < end_step:
-        step = state.step + 1
-        transition, episode_row = collector.step(state.agent, jax.random.fold_in(run.act_key, step))
-        replay = add_transition(state.replay, {key: jnp.asarray(value, jnp.float32) for key, value in transition.items()})
-        state = dataclasses.replace(state, replay=replay, step=step, episode_index=collector.episode_index)
-        if step - schedule.offline_steps >= config.start_training:
-            state, info = run.train(state, step * config.utd_ratio, config.utd_ratio)
-        if episode_row is not None:
-            run.logger.log(episode_row, step)
-        run.after_step(state, info, 'online', 1)
-        save_pending = save_pending or schedule.save_due_online(step)
-        if episode_row is not None and run.stop_requested and step < schedule.total_steps:
+        step, online_step = state.step + 1, state.step + 1 - schedule.offline_steps
+        random_actions = config.balanced_sampling and online_step < config.start_training
+        transitions, rows, acting = collector.step(state.agents, run.act_keys, step, state.acting, random_actions)
+        state = dataclasses.replace(state, online=add_transitions(state.online, transitions), step=step,
+                                    acting=tuple(acting))
+        info = None
+        if online_step >= config.start_training:
+            state, info = run.train(state, data.dataset_for(step), step * config.utd_ratio, config.utd_ratio,
+                                    state.online)
+        run.log_episodes(rows, step)
+        state = run.after_step(state, info, 'online', 1)
+        if schedule.saves(step):
+            state = run.save(state)
+        if run.stop_requested and step < schedule.total_steps:
             run.stop_here(state)
-        if save_pending and episode_row is not None:
-            run.save(state)
-            save_pending = False
-    if state.step == schedule.total_steps:
-        run.save(state)
     return state
-
-
-def report_finished(config, logger: RunLogger, state: RunState):
-    plot_learning_curve(config.run_dir, config.offline_steps if config.online_steps else None)
-    latest = logger.latest('evaluation/success')
-    print(f'Finished {config.run_dir}: step {state.step}, latest success '
-          f'{"none evaluated" if latest is None else f"{latest:.3f}"}.')
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -359,11 +279,17 @@ def parse_flags(argv):
         sys.exit(2)
 
 
+def explicit_settings() -> set:
+    """The flags and agent keys given on the command line."""
+    given = {flag.name for flag in _own_flags() if flag.present}
+    return given | {f'agent.{key}' for key in config_flags.get_override_values(FLAGS['agent'])}
+
+
 def main(_):
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
     with StopSignals() as stop:
         try:
-            train({flag.name: flag.value for flag in _own_flags()}, FLAGS.agent, stop)
+            train({flag.name: flag.value for flag in _own_flags()}, FLAGS.agent, stop, explicit_settings())
         except Exception as error:  # noqa: BLE001 - faults with a clear message are shown without a traceback
             sys.exit(report_error(error))
 

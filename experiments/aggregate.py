@@ -10,12 +10,20 @@ and "all": over the per-seed averages of the tasks / domains, from the seeds tha
 the IQM over runs x tasks with 95% stratified-bootstrap confidence intervals (rliable when it is installed,
 else a numpy implementation of the same estimator). Runs that are expected but absent, or whose eval.csv
 stops before the step, are listed and never averaged in. `--reference` puts the published numbers beside
-ours (QAM paper per domain and "all"; the TRQAM paper's offline "all" row).
+ours (QAM paper per domain and "all"; the TRQAM paper's offline "all" row), from the data files in
+experiments/reference_results/ (their README says where the numbers come from).
 
 Methods are labelled from the agent config by the registry (`agents.method_of`: qam with edit_scale > 0 is
 QAM-E, ...); --bc_only runs are BC. A run whose configuration is also another method's configuration on its
-domain (`Method.is_configured_as`: QAM on scene / cube-double, where the QAM paper's QAM-E has edit_scale 0)
-counts for both.
+domain under its protocol (the registry's `Method.is_configured_as`: QAM on scene / cube-double, where the
+QAM paper's QAM-E has edit_scale 0) counts for both.
+
+Protocols. Each run's flags.json records main.py's `--protocol` (trqam, qam or none; runs made before it
+existed record none and are shown as "unrecorded"). A table says which protocol its runs used, and says so
+prominently when it mixes several (their numbers are not comparable: pass `--protocol` to keep one).
+`--reference` puts beside a table the paper its protocol reproduces: the QAM paper's per-domain numbers
+beside qam-protocol runs, the TRQAM paper's aggregate row beside trqam-protocol runs (both when the
+protocol is unrecorded or mixed; none beside --protocol=none runs).
 
 Importable: load_runs, success_table, to_markdown, to_latex, plot_curves, load_reference, iqm, iqm_interval.
 """
@@ -37,36 +45,24 @@ if __package__ in (None, ''):  # `python experiments/aggregate.py` from the repo
 from agents import BC, METHODS, method_of, paper_methods  # noqa: E402
 from utils import domains as domains_lib  # noqa: E402
 from utils import run_dir as layout  # noqa: E402
+from utils.logging import read_csv  # noqa: E402
+from utils.robomimic import is_robomimic  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_REFERENCE_DIR = '../shared/reference_results/'
+# The published numbers, in the repository (experiments/reference_results/README.md says where they come from).
+DEFAULT_REFERENCE_DIR = 'experiments/reference_results'
+QAM_PAPER_FILE = 'qam_paper_success.csv'  # QAM paper: per domain and "all", offline and online
+TRQAM_PAPER_FILE = 'trqam_paper_aggregate.csv'  # TRQAM paper: offline "all" only
+REFERENCE_FILES = {'qam_paper': QAM_PAPER_FILE, 'trqam_paper': TRQAM_PAPER_FILE}
 SUCCESS_KEY = 'evaluation/success'
 SINGLE_TASK_NAME = re.compile(r'.-singletask(-task\d+)?-v\d+$')
 DUAL_KEYS = ('training/dual/lambda', 'training/dual/path_kl', 'training/dual/kl_ema', 'training/dual/kl_budget')
 REFERENCE_PHASES = {'offline_end': 'offline_1M', 'online_end': 'online_end_1.5M'}
-# TRQAM paper (arXiv 2605.27079), offline success (%) over all 50 tasks, 8 seeds, from its aggregate table.
-TRQAM_PAPER_ALL_OFFLINE = {'TRQAM': 68, 'DSRL': 46, 'QAM-E': 45, 'QAM': 35, 'IFQL': 35, 'FQL': 28}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Runs.
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def read_csv(path: str) -> List[Dict[str, float]]:
-    """Rows of a main.py CSV: numbers as floats, empty cells NaN, other text (the `phase` column) kept."""
-    import csv
-
-    def value(text):
-        if text in ('', None):
-            return float('nan')
-        try:
-            return float(text)
-        except ValueError:
-            return text
-
-    with open(path, newline='') as f:
-        return [{key: value(text) for key, text in row.items()} for row in csv.DictReader(f)]
 
 
 @dataclasses.dataclass
@@ -82,6 +78,7 @@ class Run:
     config: dict
     eval_rows: List[Dict[str, float]]
     alias_of: Optional[str] = None  # set on the copy that counts this run under another method's label
+    protocol: Optional[str] = None  # main.py's --protocol (None: not recorded)
 
     @property
     def total_steps(self) -> int:
@@ -123,11 +120,14 @@ def method_label(agent_config: dict, bc_only: bool = False) -> str:
 
 
 def aliases(run: Run) -> List[str]:
-    """Other paper methods whose per-domain configuration (network sizes aside) is this run's."""
+    """Other paper methods whose per-domain configuration under the run's protocol (network sizes aside) is
+    this run's (`Method.is_configured_as`, the rule the sweep launches such runs once by)."""
+
     if run.method == BC.label or run.domain not in domains_lib.DOMAINS:
         return []
     return [label for label in paper_methods()
-            if label != run.method and METHODS[label].is_configured_as(run.config, run.env_name)]
+            if label != run.method
+            and METHODS[label].is_configured_as(run.config, run.env_name, run.protocol, run.method)]
 
 
 def load_run(run_dir: str) -> Optional[Run]:
@@ -144,11 +144,13 @@ def load_run(run_dir: str) -> Optional[Run]:
     return Run(run_dir=run_dir, method=method_label(config, bc_only), agent_name=config.get('agent_name', ''),
                env_name=env_name, domain=domains_lib.domain_name(env_name), seed=int(flags.get('seed', 0)),
                offline_steps=int(flags.get('offline_steps') or 0),
-               online_steps=0 if bc_only else int(flags.get('online_steps') or 0), config=config, eval_rows=rows)
+               online_steps=0 if bc_only else int(flags.get('online_steps') or 0), config=config, eval_rows=rows,
+               protocol=flags.get('protocol'))
 
 
-def load_runs(runs_dir: str, with_aliases: bool = True) -> List[Run]:
-    """Every run directory under `runs_dir` (recursively: folders holding a flags.json of main.py).
+def load_runs(runs_dir: str, with_aliases: bool = True, protocol: Optional[str] = None) -> List[Run]:
+    """Every run directory under `runs_dir` (recursively: folders holding a flags.json of main.py); with
+    `protocol`, only the runs made under that --protocol.
 
     With `with_aliases`, a run also appears, as a copy with `alias_of` set, under every other method label
     whose configuration it is (see `aliases`).
@@ -159,8 +161,11 @@ def load_runs(runs_dir: str, with_aliases: bool = True) -> List[Run]:
         run = load_run(os.path.dirname(path))
         if run is None:
             continue
-        if not SINGLE_TASK_NAME.search(run.env_name):
-            print(f'Skipped {run.run_dir}: {run.env_name!r} is not an OGBench single-task name.', file=sys.stderr)
+        if not (SINGLE_TASK_NAME.search(run.env_name) or is_robomimic(run.env_name)):
+            print(f'Skipped {run.run_dir}: {run.env_name!r} is neither an OGBench single-task name nor a Robomimic '
+                  'dataset.', file=sys.stderr)
+            continue
+        if protocol is not None and run.protocol != protocol:
             continue
         runs.append(run)
         if with_aliases:
@@ -261,6 +266,12 @@ class Table:
     scores: Dict[Tuple[str, str, int], float]  # (method, env, seed) -> success (%)
     notes: List[str]
     iqm_backend: str = ''
+    protocols: Dict[str, int] = dataclasses.field(default_factory=dict)  # protocol label -> run directories
+
+    @property
+    def protocol(self) -> Optional[str]:
+        """The one protocol of the table's runs ('unrecorded' for runs that do not say), None when mixed."""
+        return next(iter(self.protocols)) if len(self.protocols) == 1 else None
 
     def domain_envs(self, domain):
         return [env for env in self.envs if domains_lib.domain_name(env) == domain]
@@ -349,9 +360,17 @@ def success_table(runs: List[Run], step='offline_end', expected=None, include_bc
     methods = _ordered({key[0] for key in list(scores) + [m[:3] for m in missing]}, tuple(METHODS))
     envs = _env_order({key[1] for key in list(scores) + [m[:3] for m in missing]})
     domain_names = _ordered({domains_lib.domain_name(env) for env in envs}, domains_lib.DOMAINS)
+    protocols = {}
+    for run in runs:
+        if run.alias_of is None:
+            label = protocol_label(run.protocol)
+            protocols[label] = protocols.get(label, 0) + 1
+    if len(protocols) > 1:
+        notes.insert(0, f'This table mixes runs of different protocols ({_protocol_counts(protocols)}): their numbers '
+                        'are not comparable (pass --protocol to keep one).')
     table = Table(step=str(step), methods=methods, domains=domain_names, envs=envs, per_task={}, per_domain={},
                   all={}, iqm={}, missing=sorted(missing, key=lambda m: (m[0], m[1], m[2])), scores=scores,
-                  notes=notes)
+                  notes=notes, protocols=dict(sorted(protocols.items())))
     backends = set()
     for method in methods:
         seed_domain_scores = {}  # seed -> {domain: mean over the domain's tasks}
@@ -397,38 +416,90 @@ def success_table(runs: List[Run], step='offline_end', expected=None, include_bc
     return table
 
 
+UNRECORDED = 'unrecorded'
+
+
+def protocol_label(protocol: Optional[str]) -> str:
+    return protocol or UNRECORDED
+
+
+def _protocol_counts(protocols: Dict[str, int]) -> str:
+    return ', '.join(f'{count} run{"s" if count != 1 else ""} of --protocol={name}' if name != UNRECORDED else
+                     f'{count} run{"s" if count != 1 else ""} without a recorded protocol'
+                     for name, count in protocols.items())
+
+
+def _protocol_line(table: Table) -> str:
+    """What the table's runs are, by protocol."""
+    if not table.protocols:
+        return ''
+    if table.protocol is None:
+        return f'**Mixed protocols**: {_protocol_counts(table.protocols)}; their numbers are not comparable.'
+    if table.protocol == UNRECORDED:
+        return 'Protocol: not recorded by these runs (made before main.py had --protocol).'
+    description = domains_lib.PROTOCOLS[table.protocol].description if table.protocol in domains_lib.PROTOCOLS else ''
+    return f'Protocol: --protocol={table.protocol}' + (f' ({description}).' if description else '.')
+
+
+# The published numbers each protocol reproduces (docs/algorithms.md section 9.1).
+REFERENCE_OF_PROTOCOL = {'qam': ('qam_paper',), 'trqam': ('trqam_paper',), 'none': ()}
+
+
+def reference_sources(table: Table) -> Tuple[str, ...]:
+    """The published numbers that belong beside `table`: its protocol's paper; both papers' when the
+    protocol is unrecorded or mixed (each labelled)."""
+    return REFERENCE_OF_PROTOCOL.get(table.protocol, ('qam_paper', 'trqam_paper'))
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Published numbers.
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 def resolve_reference_dir(reference_dir: str = DEFAULT_REFERENCE_DIR) -> str:
+    """`reference_dir` as an absolute path; relative paths are relative to the repository root."""
     return reference_dir if os.path.isabs(reference_dir) else os.path.normpath(os.path.join(REPO_ROOT, reference_dir))
 
 
-def load_reference(reference_dir: str = DEFAULT_REFERENCE_DIR) -> Dict[str, Dict[Tuple[str, str], Tuple[float, float]]]:
-    """{phase: {(method, domain or 'all'): (mean, std)}} from qam_paper_success.csv (relative paths are
-    relative to the repository root)."""
-    path = os.path.join(resolve_reference_dir(reference_dir), 'qam_paper_success.csv')
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f'Published results not found: {path} is missing. --reference needs the reference_results folder '
-            f'(qam_paper_success.csv); pass --reference_dir=DIR (default {DEFAULT_REFERENCE_DIR!r}, relative to the '
-            'repository root) or run without --reference.')
+def _read_reference_csv(path: str) -> Dict[str, Dict[Tuple[str, str], Tuple[float, float]]]:
+    """{phase: {(method, domain or 'all'): (mean, std)}}; an empty std cell (not published) is NaN."""
     import csv
 
     reference = {}
     with open(path, newline='') as f:
         for row in csv.DictReader(f):
+            std = (row.get('success_std_pct') or '').strip()
             reference.setdefault(row['phase'], {})[(row['method'], row['domain'])] = (
-                float(row['success_mean_pct']), float(row['success_std_pct']))
+                float(row['success_mean_pct']), float(std) if std else float('nan'))
     return reference
 
 
-def _reference_for(reference, step):
+def load_reference(reference_dir: str = DEFAULT_REFERENCE_DIR) -> Dict[str, Dict[str, Dict[Tuple[str, str], Tuple]]]:
+    """The published numbers: {'qam_paper': {phase: {(method, domain or 'all'): (mean, std)}}, 'trqam_paper':
+    {...}} from `reference_dir`/qam_paper_success.csv and trqam_paper_aggregate.csv (default: the repository's
+    experiments/reference_results; relative paths are relative to the repository root)."""
+    directory = resolve_reference_dir(reference_dir)
+    paths = {source: os.path.join(directory, name) for source, name in REFERENCE_FILES.items()}
+    absent = [path for path in paths.values() if not os.path.exists(path)]
+    if absent:
+        raise FileNotFoundError(
+            f'Published results not found: {", ".join(absent)} missing. --reference needs a folder with '
+            f'{" and ".join(REFERENCE_FILES.values())}; pass --reference_dir=DIR (default {DEFAULT_REFERENCE_DIR!r}, '
+            'relative to the repository root) or run without --reference.')
+    return {source: _read_reference_csv(path) for source, path in paths.items()}
+
+
+def _reference_for(reference, step, source='qam_paper'):
+    """{(method, domain): (mean, std)} of `source` at `step`; None without a reference or a published phase."""
     if reference is None or step not in REFERENCE_PHASES:
         return None
-    return reference.get(REFERENCE_PHASES[step], {})
+    return reference.get(source, {}).get(REFERENCE_PHASES[step], {})
+
+
+def _trqam_paper_row(reference, step) -> Dict[str, float]:
+    """{method: mean} of the TRQAM paper's "all" row at `step` ({} where it published none)."""
+    published = _reference_for(reference, step, 'trqam_paper') or {}
+    return {method: mean for (method, domain), (mean, _) in published.items() if domain == 'all'}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -462,7 +533,8 @@ def _step_title(step):
 
 def _rows(table: Table, reference, pm):
     """(header, domain rows, reference rows, iqm rows, task rows) as lists of cell strings."""
-    ref = _reference_for(reference, table.step)
+    sources = reference_sources(table)
+    ref = _reference_for(reference, table.step) if 'qam_paper' in sources else None
     max_n = max([s.n for s in list(table.per_domain.values()) + list(table.all.values())] + [0])
     domain_rows = []
     for domain in table.domains + ['all']:
@@ -472,9 +544,11 @@ def _rows(table: Table, reference, pm):
             cells.append(_cell(stats, max_n, pm, ref.get((method, domain)) if ref is not None else None))
         domain_rows.append(cells)
     reference_rows = []
-    if reference is not None and table.step == 'offline_end':
-        reference_rows.append(['all, TRQAM paper (offline, 50 tasks, 8 seeds)'] +
-                              [str(TRQAM_PAPER_ALL_OFFLINE.get(m, '')) for m in table.methods])
+    trqam_paper = _trqam_paper_row(reference, table.step) if 'trqam_paper' in sources else {}
+    if trqam_paper:
+        phase = 'offline' if table.step == 'offline_end' else 'online'
+        reference_rows.append([f'all, TRQAM paper ({phase}, 50 tasks, 8 seeds)'] +
+                              [f'{trqam_paper[m]:g}' if m in trqam_paper else '' for m in table.methods])
     iqm_rows = []
     for domain in table.domains + ['all']:
         cells = [domain]
@@ -495,9 +569,21 @@ def _reference_note(reference, table):
         return ''
     if step not in REFERENCE_PHASES:
         return ' No published numbers exist for this step.'
-    note = (' After " / ": the QAM paper (12 seeds, no BC pre-training, 1M offline steps'
-            + (' + 500K online' if step == 'online_end' else '') + ').'
-            + (' The TRQAM paper row is its offline aggregate over all 50 tasks.' if step == 'offline_end' else ''))
+    sources = reference_sources(table)
+    if not sources:
+        return ' No published numbers beside runs of --protocol=none: they reproduce neither paper.'
+    both = len(sources) > 1
+    note = ''
+    if 'qam_paper' in sources:
+        note += (' After " / ": the QAM paper (12 seeds, no BC pre-training, 1M offline steps'
+                 + (' + 500K online' if step == 'online_end' else '') + ')'
+                 + (', whose protocol is --protocol=qam' if both else '') + '.')
+    if 'trqam_paper' in sources:
+        if _trqam_paper_row(reference, step):
+            note += (' The TRQAM paper row is its aggregate over all 50 tasks (8 seeds, after BC pre-training'
+                     + (', --protocol=trqam' if both else '') + ').')
+        elif not both:
+            note += ' The TRQAM paper published no numbers for this step (only its offline aggregate).'
     if set(table.domains) != set(domains_lib.DOMAINS) or len(table.envs) != len(domains_lib.DOMAINS) * 5:
         note += (f' The published "all" values average all 50 tasks; ours average the {len(table.envs)} tasks '
                  f'of the {len(table.domains)} domains above.')
@@ -512,7 +598,8 @@ def to_markdown(table: Table, reference=None) -> str:
         lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         return lines + ['| ' + ' | '.join(row) + ' |' for row in rows]
 
-    lines = [f'## Success rate (%) {_step_title(table.step)}', '',
+    protocol_line = _protocol_line(table)
+    lines = [f'## Success rate (%) {_step_title(table.step)}', ''] + ([protocol_line, ''] if protocol_line else []) + [
              'Mean ± sample std over seeds; per domain and "all" (the mean of the domain means) the std is over the '
              'per-seed averages, from the seeds that have every task; (n=k): fewer seeds than elsewhere.'
              + _reference_note(reference, table), '']
@@ -553,7 +640,9 @@ def to_latex(table: Table, reference=None) -> str:
         return '\n'.join(out)
 
     step = _latex_escape(_step_title(table.step))
+    protocol_line = _protocol_line(table).replace('**', '')
     blocks = [tabular(f'Success rate (\\%) {step}: mean $\\pm$ std over seeds.'
+                      + (' ' + _latex_escape(protocol_line) if protocol_line else '')
                       + _latex_escape(_reference_note(reference, table)),
                       header, domain_rows + reference_rows, midrule_before=(len(table.domains),))]
     if table.iqm:
@@ -576,6 +665,7 @@ def to_json(table: Table) -> dict:
                 for (m, d), v in table.iqm.items()},
         'missing': [dict(zip(('method', 'env', 'seed', 'reason'), m)) for m in table.missing],
         'notes': table.notes,
+        'protocols': table.protocols,
     }
 
 
@@ -695,11 +785,15 @@ def _define_flags():
     flags.DEFINE_string('runs_dir', 'runs', 'Folder searched recursively for run directories (flags.json).')
     flags.DEFINE_string('step', 'offline_end', 'offline_end, online_end or a step number.')
     flags.DEFINE_string('out_dir', None, 'Where tables and PNGs go (default: {runs_dir}/aggregate).')
-    flags.DEFINE_bool('reference', False, 'Put the published numbers beside ours.')
-    flags.DEFINE_string('reference_dir', DEFAULT_REFERENCE_DIR, 'Folder of qam_paper_success.csv (relative paths: '
-                        'relative to the repository root).')
-    flags.DEFINE_string('expect', None, 'Expected runs: a sweep preset (paper, cpu) or none (default: the grid of '
-                        'the methods, tasks and seeds found).')
+    flags.DEFINE_bool('reference', False, 'Put the published numbers beside ours: the QAM paper\'s beside '
+                      '--protocol=qam runs, the TRQAM paper\'s beside --protocol=trqam runs.')
+    flags.DEFINE_enum('protocol', None, list(domains_lib.PROTOCOLS), 'Only the runs of this --protocol (default: '
+                      'every run; a table of several protocols says so).')
+    flags.DEFINE_string('reference_dir', DEFAULT_REFERENCE_DIR, f'Folder of {QAM_PAPER_FILE} and {TRQAM_PAPER_FILE} '
+                        '(relative paths: relative to the repository root).')
+    flags.DEFINE_string('expect', None, 'Expected runs: a sweep preset (paper, cpu, robomimic; its seeds: '
+                        '--protocol\'s, default trqam) or none (default: the grid of the methods, tasks and seeds '
+                        'found).')
     flags.DEFINE_bool('include_bc', False, 'Also report the BC pre-training runs (label BC).')
     flags.DEFINE_integer('bootstrap_reps', 5000, 'Bootstrap replications of the IQM confidence intervals.')
     flags.DEFINE_bool('plots', True, 'Write the PNG curves.')
@@ -711,12 +805,12 @@ def main(_):
     FLAGS = flags.FLAGS
     step = parse_step(FLAGS.step)
     reference = load_reference(FLAGS.reference_dir) if FLAGS.reference else None
-    runs = load_runs(FLAGS.runs_dir)
+    runs = load_runs(FLAGS.runs_dir, protocol=FLAGS.protocol)
     expected = None
     if FLAGS.expect:
         from experiments.presets import expected_runs
 
-        expected = expected_runs(FLAGS.expect)
+        expected = expected_runs(FLAGS.expect, protocol=FLAGS.protocol)
     table = success_table(runs, step=step, expected=expected, include_bc=FLAGS.include_bc,
                           bootstrap_reps=FLAGS.bootstrap_reps)
     out_dir = FLAGS.out_dir or os.path.join(FLAGS.runs_dir, 'aggregate')

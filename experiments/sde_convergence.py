@@ -1,6 +1,6 @@
 """How close the K-step samplers of utils/flow.py get to a known Gaussian, as a Markdown table.
 
-With the exact base velocity of the linear interpolant to N(mu, s^2 I) (ALGORITHMS.md section 4),
+With the exact base velocity of the linear interpolant to N(mu, s^2 I) (docs/algorithms.md section 4),
 
     v(x, t) = mu + (x - t mu) (t s^2 - (1 - t)) / ((1 - t)^2 + t^2 s^2),
 
@@ -40,7 +40,7 @@ def base_slope(t, s):
 
 
 def schedule(flow_steps):
-    """(h, t_k, g_k^2) of ALGORITHMS.md section 3."""
+    """(h, t_k, g_k^2) of docs/algorithms.md section 3."""
     h = 1.0 / flow_steps
     t = np.arange(flow_steps) * h
     return h, t, 2.0 * (1.0 - t + h) / (t + h)

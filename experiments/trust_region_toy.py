@@ -1,6 +1,6 @@
 """Trust region vs fixed temperature under critic error, on a one-step bandit that runs on a laptop CPU.
 
-Reproduces the stability argument of the TRQAM paper (ALGORITHMS.md section 4, Lemma 1) on a toy where
+Reproduces the stability argument of the TRQAM paper (docs/algorithms.md section 4, Lemma 1) on a toy where
 everything is known:
 
 * Base policy: a 1-D mixture 0.5 N(-0.5, 0.15^2) + 0.5 N(0.5, 0.15^2) with its exact flow velocity (the

@@ -1,6 +1,5 @@
 """experiments/aggregate.py on hand-made run directories (main.py's layout) with known numbers."""
 
-import csv
 import json
 import os
 
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import aggregate
+from tests.conftest import write_csv
 
 A1, A2 = 'cube-double-play-singletask-task1-v0', 'cube-double-play-singletask-task2-v0'
 B1 = 'puzzle-3x3-play-singletask-task1-v0'
@@ -24,14 +24,6 @@ SUCCESS = {
     'QAM-E': {A1: [0.5, 0.5, 0.5], A2: [0.5, 0.5, 0.5], B1: [0.3, 0.3, None]},  # seed 2 of B1: no run at all
     'FQL': {A1: [0.1, 0.1, 0.1], A2: [0.1, 0.1, 'partial'], B1: [0.1, 0.1, 0.1]},  # seed 2 of A2 stops early
 }
-
-
-def write_csv(path, rows):
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def make_run(root, name, config, env_name, seed, eval_rows, train_rows=(), bc_only=False, offline=OFFLINE,
@@ -179,10 +171,14 @@ def test_markdown_latex_and_reference(runs_dir, tmp_path):
         'phase,domain,method,success_mean_pct,success_std_pct\n'
         'offline_1M,cube-double-play,QAM-E,65,5\noffline_1M,all,QAM-E,46,2\n'
         'online_end_1.5M,cube-double-play,QAM-E,100,0\n')
+    # The TRQAM paper's row comes from its data file (no std published; FQL left out: an empty cell).
+    (reference_dir / 'trqam_paper_aggregate.csv').write_text(
+        'phase,domain,method,success_mean_pct,success_std_pct\n'
+        'offline_1M,all,TRQAM,61,\noffline_1M,all,QAM-E,42.5,\n')
     reference = aggregate.load_reference(str(reference_dir))
     markdown = aggregate.to_markdown(table, reference)
     assert '50.0 ± 0.0 / 65 ± 5' in markdown and '40.0 ± 0.0 (n=2) / 46 ± 2' in markdown
-    assert '| all, TRQAM paper (offline, 50 tasks, 8 seeds) | 68 | 45 | 28 |' in markdown
+    assert '| all, TRQAM paper (offline, 50 tasks, 8 seeds) | 61 | 42.5 |  |' in markdown
     assert r'50.0 $\pm$ 0.0 / 65 $\pm$ 5' in aggregate.to_latex(table, reference)
     online = aggregate.success_table(aggregate.load_runs(runs_dir), step='online_end', bootstrap_reps=200)
     online_markdown = aggregate.to_markdown(online, reference)
@@ -194,12 +190,42 @@ def test_markdown_latex_and_reference(runs_dir, tmp_path):
 def test_missing_reference_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match='reference_dir'):
         aggregate.load_reference(str(tmp_path / 'nowhere'))
+    # A folder with only the QAM paper's file (e.g. an old copy) names the missing one.
+    partial = tmp_path / 'partial'
+    partial.mkdir()
+    (partial / 'qam_paper_success.csv').write_text('phase,domain,method,success_mean_pct,success_std_pct\n')
+    with pytest.raises(FileNotFoundError, match='trqam_paper_aggregate.csv'):
+        aggregate.load_reference(str(partial))
+
+
+def test_default_reference_is_the_in_repo_data():
+    # The default folder is inside the repository (a bare clone has it), relative to the repository root.
+    assert not os.path.isabs(aggregate.DEFAULT_REFERENCE_DIR) and '..' not in aggregate.DEFAULT_REFERENCE_DIR
     default = aggregate.resolve_reference_dir()
-    assert os.path.normpath(default).endswith(os.path.join('shared', 'reference_results'))
-    if os.path.exists(os.path.join(default, 'qam_paper_success.csv')):
-        reference = aggregate.load_reference()
-        assert reference['offline_1M'][('QAM', 'all')] == (44.0, 1.0)
-        assert reference['online_end_1.5M'][('QAM-E', 'all')] == (85.0, 2.0)
+    assert default == os.path.join(aggregate.REPO_ROOT, 'experiments', 'reference_results')
+    for name in ('qam_paper_success.csv', 'trqam_paper_aggregate.csv', 'README.md'):
+        assert os.path.isfile(os.path.join(default, name)), name
+    reference = aggregate.load_reference()
+    qam_paper = reference['qam_paper']
+    assert qam_paper['offline_1M'][('QAM', 'all')] == (44.0, 1.0)
+    assert qam_paper['online_end_1.5M'][('QAM-E', 'all')] == (85.0, 2.0)
+    # Ten domains plus "all", for each of the 7 methods and both phases.
+    for phase in ('offline_1M', 'online_end_1.5M'):
+        assert len(qam_paper[phase]) == 7 * 11
+    assert aggregate._trqam_paper_row(reference, 'offline_end') == {
+        'TRQAM': 68.0, 'DSRL': 46.0, 'QAM-E': 45.0, 'QAM': 35.0, 'IFQL': 35.0, 'FQL': 28.0}
+    assert aggregate._trqam_paper_row(reference, 'online_end') == {}  # not published
+
+
+def test_default_reference_in_the_tables(runs_dir):
+    reference = aggregate.load_reference()
+    table = aggregate.success_table(aggregate.load_runs(runs_dir), step='offline_end', bootstrap_reps=200)
+    markdown = aggregate.to_markdown(table, reference)
+    # Columns TRQAM, QAM-E, FQL: the TRQAM paper's offline numbers from its data file.
+    assert '| all, TRQAM paper (offline, 50 tasks, 8 seeds) | 68 | 45 | 28 |' in markdown
+    assert '/ 65 ± 5' in markdown.split('| cube-double-play |')[1].split('\n')[0]  # QAM-E, QAM paper, offline
+    online = aggregate.success_table(aggregate.load_runs(runs_dir), step='online_end', bootstrap_reps=200)
+    assert 'TRQAM paper' not in aggregate.to_markdown(online, reference)
 
 
 def test_curves_and_dual_pngs(runs_dir, tmp_path):
@@ -232,7 +258,7 @@ def test_duplicate_run_directories_use_the_complete_one_and_bad_names_are_skippe
     make_run(root, 'b_finished', CONFIGS['FQL'], A1, 0, [(OFFLINE, 0.7)])
     make_run(root, 'c_not_a_task', CONFIGS['FQL'], 'cube-double-play', 0, [(OFFLINE, 0.1)])
     runs = aggregate.load_runs(root)
-    assert 'not an OGBench single-task name' in capsys.readouterr().err
+    assert 'neither an OGBench single-task name nor a Robomimic dataset' in capsys.readouterr().err
     table = aggregate.success_table(runs, step='offline_end')
     assert table.domains == ['cube-double-play'] and table.per_task[('FQL', A1)].mean == pytest.approx(70.0)
     assert not table.missing

@@ -1,8 +1,10 @@
-"""main.py's phases called in-process: the schedule, the offline shard rule, and a run interrupted in its
-online phase that resumes to exactly the uninterrupted run, with rotating shards."""
+"""main.py's phases called in-process: the schedule, the authors' shard rule offline and online, balanced
+sampling, and a run interrupted in the middle of an online episode that resumes to exactly the
+uninterrupted run, with rotating shards."""
 
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -10,7 +12,9 @@ import main
 from agents.trqam import get_config as trqam_config
 from tests.conftest import TINY_ENV, assert_logs_match_golden
 from utils.checkpoints import Checkpointer
-from utils.offline_data import load_offline_data
+from utils.datasets import Dataset, ReplayBuffer, sample_sequences
+from utils.offline_data import OfflineData
+from utils.run import Run
 from utils.run_dir import CHECKPOINT_DIR
 from utils.schedule import Schedule
 
@@ -23,7 +27,7 @@ def tiny_trqam():
 
 def flag_values(save_dir, **changes):
     return {**main.default_flag_values(), 'env_name': TINY_ENV, 'save_dir': str(save_dir), 'run_name': 'run',
-            'eval_episodes': 1, 'steps_per_call': 10, **changes}
+            'protocol': 'none', 'online_steps': 0, 'eval_episodes': 1, 'steps_per_call': 10, **changes}
 
 
 def test_schedule_stops_exactly_at_every_event():
@@ -33,42 +37,84 @@ def test_schedule_stops_exactly_at_every_event():
     while step < schedule.offline_steps:
         step = schedule.next_offline_stop(step)
         stops.append(step)
-    assert stops == [20, 30, 40, 45, 60, 80, 90, 100]
-    assert [s for s in range(1, 151) if schedule.evaluates(s)] == [45, 90, 135, 150]
-    assert schedule.saves_offline(100) and not schedule.saves_offline(99)
-    assert not any(schedule.save_due_online(s) for s in range(1, 151))
+    # A shard rotates before updates 20, 40, ...: calls end at 19, 39, ... so that the rotation lands there.
+    assert stops == [19, 30, 39, 45, 59, 60, 79, 90, 99, 100]
+    # Every eval_interval, and always at the end of the offline phase and of the run.
+    assert [s for s in range(1, 151) if schedule.evaluates(s)] == [45, 90, 100, 135, 150]
+    assert schedule.saves(100) and schedule.saves(150) and not schedule.saves(99)
 
 
-def test_live_shard_cycles_offline_and_stays_online(tiny_shards_dir):
-    _, _, data = load_offline_data(TINY_ENV, dataset_dir=None, dataset_path=None, dataset_shards_dir=tiny_shards_dir,
-                                   shard_interval=20, sparse=False, offline_steps=60, horizon_length=5)
-    # Updates 1-20 on shard 0, 21-40 on shard 1, 41-60 on shard 0; online keeps the last offline shard.
-    assert [data.live_shard(step) for step in (0, 19, 20, 39, 40, 59, 60, 61, 500)] == [0, 0, 1, 1, 0, 0, 0, 0, 0]
-    first = data.transitions_at(0)['observations']
-    assert not np.array_equal(data.transitions_at(20)['observations'][:5], first[:5])
+def _shards(offline_steps, interval, num_shards=2):
+    return OfflineData(TINY_ENV, None, None, offline_steps, ['shard'] * num_shards, interval, 5, 0, {})
 
 
-def test_run_interrupted_online_resumes_to_the_uninterrupted_run(tiny_shards_dir, tmp_path):
+def test_shard_of_each_step_is_the_authors():
+    # Their loop rotates before every offline update i with i % interval == 0, then before every online
+    # environment step j with j % interval == 0, counting on from the offline rotations.
+    for offline_steps, interval in ((60, 20), (50, 20), (45, 7)):
+        data, shard, expected = _shards(offline_steps, interval), 0, []
+        for i in range(1, offline_steps + 1):
+            shard = (shard + 1) % 2 if i % interval == 0 else shard
+            expected.append(shard)
+        for j in range(1, 101):
+            shard = (shard + 1) % 2 if j % interval == 0 else shard
+            expected.append(shard)
+        assert [data.shard_for_step(step) for step in range(1, offline_steps + 101)] == expected
+
+
+def test_balanced_sampling_draws_half_offline_half_online():
+    def transitions(size, first):
+        observations = np.arange(first, first + size, dtype=np.float32)[:, None]
+        terminals = np.zeros(size, np.float32)
+        terminals[-1] = 1.0
+        return dict(observations=observations, actions=np.zeros((size, 1), np.float32), rewards=np.zeros(size),
+                    masks=np.ones(size), terminals=terminals, next_observations=observations + 1)
+
+    buffer = ReplayBuffer(Dataset.create(transitions(1000, 0)), Dataset.create(transitions(30, 5000), capacity=100))
+    for seed in range(3):
+        starts = np.asarray(sample_sequences(buffer, jax.random.PRNGKey(seed), 64, 5, 0.99, balanced=True)
+                            ['observations'][:, 0])
+        assert np.all(starts[:32] < 1000 - 4) and np.all((starts[32:] >= 5000) & (starts[32:] <= 5000 + 30 - 5))
+    uniform = np.asarray(sample_sequences(buffer, jax.random.PRNGKey(0), 512, 5, 0.99)['observations'][:, 0])
+    assert np.mean(uniform >= 5000) < 0.1  # without it, online rows are drawn in proportion (30 of 1030)
+
+
+def test_run_interrupted_mid_episode_online_resumes_to_the_uninterrupted_run(tiny_shards_dir, tmp_path, monkeypatch):
     values = dict(dataset_shards_dir=tiny_shards_dir, dataset_replace_interval=20, offline_steps=60, online_steps=240,
                   start_training=20, log_interval=20, eval_interval=150, save_interval=100)
-    straight = main.train(flag_values(tmp_path / 'straight', **values), tiny_trqam())
-    assert_logs_match_golden(straight, 'trqam_shards')  # the values of the code before the redesign
+    trained_on = {}  # step -> the shard its updates drew from
+    dataset_for = OfflineData.dataset_for
 
-    # The same run, stopped at step 280 without a final save: its last checkpoint is the online one at 260
-    # (the first episode end after step 100), after the shard rotations at 20 and 40.
-    config = main.resolve_config(flag_values(tmp_path / 'resumed', **values), tiny_trqam())
-    env, eval_env, data = main.load_data(config)
-    checkpointer = Checkpointer(os.path.join(config.run_dir, CHECKPOINT_DIR))
-    state, changes = main.restore_or_create_state(config, data, checkpointer)
-    assert state.step == 0 and changes == {}
-    run = main.Run(config, main.open_logs(config, state.step, changes), checkpointer, eval_env, None, state.step)
+    def recording(self, step):
+        dataset = dataset_for(self, step)
+        trained_on[step] = self.loaded_shard
+        return dataset
+
+    monkeypatch.setattr(OfflineData, 'dataset_for', recording)
+    (straight,) = main.train(flag_values(tmp_path / 'straight', **values), tiny_trqam())
+    assert_logs_match_golden(straight, 'trqam_shards')
+    # Offline: the first update of every call (calls end before each rotation); online: every step with updates.
+    assert set(trained_on) == {1, 11, 20, 21, 31, 40, 41, 51, 60} | set(range(80, 301))
+    assert all(shard == _shards(60, 20).shard_for_step(step) for step, shard in trained_on.items())
+    monkeypatch.undo()
+
+    # The same run, stopped at step 280 without a final save (as a kill would): its last checkpoint is the one
+    # at step 200, in the middle of the first online episode (steps 61-260), after shard rotations offline and
+    # online.
+    config = main.resolve_config(flag_values(tmp_path / 'resumed', **values), tiny_trqam(),
+                                 defaults=main.default_flag_values())
+    data = main.load_data(config)
+    run = Run(config, [0], None, data.make_env, data.action_dim)
+    state = main.restore_or_create_state(config, data, run)
+    assert state.step == 0
     state = main.offline_phase(state, data, run)
-    assert data.loaded_shard == 0 and state.step == 60
-    state = main.online_phase(state, env, run, end_step=280)
+    state = main.online_phase(state, data, run, end_step=280)
     run.close()
-    assert state.step == 280 and checkpointer.latest_step() == 260
+    checkpointer = Checkpointer(os.path.join(config.run_dirs[0], CHECKPOINT_DIR))
+    assert state.step == 280 and checkpointer.latest_step() == 200
+    checkpointer.close()
 
-    resumed = main.train(flag_values(tmp_path / 'resumed', **values), tiny_trqam())
+    (resumed,) = main.train(flag_values(tmp_path / 'resumed', **values), tiny_trqam())
     assert_logs_match_golden(resumed, 'trqam_shards')
     arrays = {}
     for run_dir in (straight, resumed):
@@ -83,14 +129,15 @@ def test_run_interrupted_online_resumes_to_the_uninterrupted_run(tiny_shards_dir
 
 def test_resolve_config_records_every_flag_and_leaves_the_inputs_alone(tmp_path):
     agent_config = tiny_trqam()
-    values = flag_values(tmp_path, bc_only=True, online_steps=100, run_name=None)
-    config = main.resolve_config(values, agent_config)
+    values = flag_values(tmp_path, bc_only=True, bc_steps=50, online_steps=100, run_name=None)
+    config = main.resolve_config(values, agent_config, defaults=main.default_flag_values())
     assert agent_config.horizon_length is None and values['online_steps'] == 100
-    assert config.agent.horizon_length == 5 and config.online_steps == 0
-    assert config.run_dir == os.path.join(str(tmp_path), f'trqam_{TINY_ENV}_seed0_bc')
-    assert config.agent_class.__name__ == 'BCFlowAgent'
-    recorded = main.recorded_settings(config)
-    assert set(recorded) == set(main.default_flag_values()) | {'agent'} and recorded['online_steps'] == 0
+    assert config.agent.horizon_length == 5 and config.online_steps == 0 and config.offline_steps == 50
+    assert config.run_dirs == (os.path.join(str(tmp_path), f'bc_{TINY_ENV}_seed0_2x16_h5'),)
+    assert config.agent_class.__name__ == 'BCFlowAgent' and config.agent.agent_name == 'bc_flow'
+    recorded = main.recorded_settings(config, 0)
+    assert set(recorded) == set(main.default_flag_values()) | {'agent', 'protocol_settings'}
+    assert recorded['online_steps'] == 0
 
 
 if __name__ == '__main__':

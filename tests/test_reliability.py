@@ -1,5 +1,6 @@
 """Faults and bad inputs a run must survive without losing anything or misrecording itself."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -19,7 +20,7 @@ from tests.conftest import REPO_ROOT, TINY_ENV
 from utils.checkpoints import Checkpointer
 from utils.errors import EXIT_PREEMPTED
 from utils.run_lock import RunDirectoryInUse, RunLock
-from utils.run_state import RunState
+from utils.run import DIVERGED_FILE, DiskFull, Run
 
 TINY = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), num_qs=2, batch_size=8, flow_steps=3)
 
@@ -32,8 +33,8 @@ def tiny_fql(**changes):
 
 def flag_values(data_dir, save_dir, **changes):
     return {**main.default_flag_values(), 'env_name': TINY_ENV, 'dataset_dir': data_dir, 'save_dir': str(save_dir),
-            'run_name': 'run', 'eval_episodes': 1, 'steps_per_call': 10, 'offline_steps': 30, 'log_interval': 10,
-            'eval_interval': 0, 'save_interval': 10, **changes}
+            'run_name': 'run', 'protocol': 'none', 'eval_episodes': 1, 'steps_per_call': 10, 'offline_steps': 30,
+            'online_steps': 0, 'log_interval': 10, 'eval_interval': 0, 'save_interval': 10, **changes}
 
 
 def rows(path):
@@ -60,7 +61,7 @@ def test_restart_before_the_first_checkpoint_logs_each_step_once(tiny_dataset_di
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_dataset_dir, tmp_path, capfd):
     values = flag_values(tiny_dataset_dir, tmp_path)
-    run_dir = main.train(values, tiny_fql())
+    (run_dir,) = main.train(values, tiny_fql())
     logged, (arrays, _) = rows(os.path.join(run_dir, 'train.csv')), checkpoint_arrays(run_dir)
     damaged = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(run_dir, 'checkpoints', '30'))
                for name in names if os.path.getsize(os.path.join(root, name)) > 0]
@@ -87,7 +88,7 @@ def test_second_process_on_a_run_directory_is_refused(tmp_path):
 
 
 def test_resume_with_other_settings_is_refused_or_recorded(tiny_dataset_dir, tmp_path):
-    run_dir = main.train(flag_values(tiny_dataset_dir, tmp_path), tiny_fql())
+    (run_dir,) = main.train(flag_values(tiny_dataset_dir, tmp_path), tiny_fql())
     flags_path = os.path.join(run_dir, 'flags.json')
     before = open(flags_path).read()
     with pytest.raises(main.ConfigMismatch) as refused:
@@ -103,19 +104,20 @@ def test_resume_with_other_settings_is_refused_or_recorded(tiny_dataset_dir, tmp
 
 
 def test_non_finite_state_is_never_saved(tiny_dataset_dir, tmp_path):
-    config = main.resolve_config(flag_values(tiny_dataset_dir, tmp_path), tiny_fql())
-    env, eval_env, data = main.load_data(config)
-    checkpointer = Checkpointer(os.path.join(config.run_dir, 'checkpoints'))
-    state, _ = main.restore_or_create_state(config, data, checkpointer)
-    run = main.Run(config, main.open_logs(config, 0, {}), checkpointer, eval_env, None, 0)
+    config = main.resolve_config(flag_values(tiny_dataset_dir, tmp_path), tiny_fql(),
+                                 defaults=main.default_flag_values())
+    data = main.load_data(config)
+    run = Run(config, [0], None, data.make_env, data.action_dim)
+    state = main.restore_or_create_state(config, data, run)
     run.save(state)
     poisoned = jax.tree_util.tree_map(lambda leaf: leaf * jnp.nan if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf,
-                                      state.agent)
+                                      state.agents)
     with pytest.raises(main.TrainingDiverged) as diverged:
-        run.save(RunState(poisoned, state.replay, state.offline_size, 10, 0))
+        run.save(dataclasses.replace(state, agents=poisoned, step=10))
     message = str(diverged.value)
     assert 'non-finite' in message and 'latest checkpoint (step 0) is intact' in message
-    assert '--allow_config_change' in message and checkpointer.latest_step() == 0
+    assert '--allow_config_change' in message and run.checkpointers[0].latest_step() == 0
+    assert 'non-finite' in open(os.path.join(config.run_dirs[0], DIVERGED_FILE)).read()
     run.close()
 
 
@@ -124,7 +126,7 @@ def test_full_disk_gets_one_clear_message(tiny_dataset_dir, tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, 'No space left on device', str(tmp_path / 'run' / 'checkpoints'))
 
     monkeypatch.setattr(Checkpointer, 'save', no_space)
-    with pytest.raises(main.DiskFull) as full:
+    with pytest.raises(DiskFull) as full:
         main.train(flag_values(tiny_dataset_dir, tmp_path), tiny_fql())
     message = str(full.value)
     assert 'is full' in message and 'free' in message and 'a checkpoint needs about' in message
@@ -142,7 +144,8 @@ def test_dataset_shorter_than_the_chunk_is_refused(tmp_path):
 
 def _main(*args, data_dir, save_dir):
     return [sys.executable, 'main.py', '--agent=agents/fql.py', f'--env_name={TINY_ENV}', f'--dataset_dir={data_dir}',
-            f'--save_dir={save_dir}', '--run_name=run', '--eval_episodes=1', '--steps_per_call=10',
+            f'--save_dir={save_dir}', '--run_name=run', '--protocol=none', '--online_steps=0', '--eval_episodes=1',
+            '--steps_per_call=10',
             *[f'--agent.{key}={value}'.replace(' ', '') for key, value in TINY.items()], *args]
 
 
@@ -189,7 +192,7 @@ def test_sigterm_offline_and_online_then_resume_equals_the_uninterrupted_run(tin
         _, stopped = checkpoint_arrays(run_dir)
         stops.append(stopped['step'])
     assert stops[0] < 800 and stops[0] % 10 == 0  # offline: at the end of the jitted call in flight
-    assert 1000 <= stopped['step'] < 1300 and (stopped['step'] - 800) % 200 == 0  # online: at an episode end
+    assert 860 <= stopped['step'] < 1300  # online: at once, in general in the middle of an episode
     subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
 
     for name in ('train.csv', 'eval.csv'):

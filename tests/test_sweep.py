@@ -1,15 +1,21 @@
-"""experiments/sweep.py, utils/domains.py and the method registry: the table of jobs, data checks, launchers."""
+"""experiments/sweep.py and presets.py, utils/domains.py and the method registry: the table of jobs under each
+protocol, what main.py makes of every job's command, data checks, the cost estimate and the launchers."""
 
+import ast
+import importlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from experiments import sweep
+from agents import METHODS, paper_methods
+from experiments import presets, sweep
 from tests.conftest import REPO_ROOT
-from agents import METHODS
 from utils import domains
+from utils.domains import PROTOCOLS
 
 
 def flag(command, name):
@@ -17,63 +23,295 @@ def flag(command, name):
     return values[0] if values else None
 
 
+@pytest.fixture(scope='module')
+def paper_sweeps(tmp_path_factory):
+    """The full paper sweep under both protocols, one seed and four seeds per job (built once)."""
+    data = str(tmp_path_factory.mktemp('no_data'))
+    return {(protocol, per_job): sweep.build_sweep(sweep.resolve_spec('paper', protocol=protocol, dataset_dir=data,
+                                                                       seeds_per_job=per_job))
+            for protocol in ('trqam', 'qam') for per_job in (1, 4)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The papers' settings, written out from docs/algorithms.md sections 7-9 (not from the code).
+# ----------------------------------------------------------------------------------------------------------------------
+
+# Section 7 (chunk length H, rewards, the trqam column's datasets and networks) and 9.1 (discount and rho of every
+# method under each protocol).
+#  domain                          H  sparse  trqam data  trqam 4x1024+LN  discount trqam  discount qam  rho
+DOCS_DOMAINS = {
+    'antmaze-large-navigate':       (1, False, None,                          False, 0.995, 0.99,  0.5),
+    'antmaze-giant-navigate':       (1, False, 'antmaze-giant-navigate-10m-v0', True,  0.995, 0.995, 0.5),
+    'humanoidmaze-medium-navigate': (1, False, None,                          False, 0.999, 0.995, 0.0),
+    'humanoidmaze-large-navigate':  (1, False, None,                          False, 0.999, 0.995, 0.0),
+    'scene-play':                   (5, True,  None,                          False, 0.995, 0.99,  0.5),
+    'puzzle-3x3-play':              (5, True,  None,                          False, 0.995, 0.99,  0.5),
+    'puzzle-4x4-play':              (5, True,  'puzzle-4x4-play-10m-v0',      True,  0.995, 0.99,  0.5),
+    'cube-double-play':             (5, False, None,                          False, 0.995, 0.99,  0.5),
+    'cube-triple-play':             (5, False, 'cube-triple-play-10m-v0',     True,  0.995, 0.99,  0.5),
+    'cube-quadruple-play':          (5, False, 'cube-quadruple-play-100m-v0', True,  0.995, 0.99,  0.5),
+}
+# Section 8: QAM inv_temp | QAM-E inv_temp, edit_scale | FQL alpha | IFQL kappa | DSRL noise_scale |
+# CGQL-L inv_temp, guidance_coef, noisy_coef | TRQAM eps_KL.
+DOCS_METHODS = {
+    'antmaze-large-navigate':       (10, (1, 0.1),   3,   0.9,  0.8, (10, 0.1, 0.001),  1.0),
+    'antmaze-giant-navigate':       (3,  (10, 0.1),  3,   0.8,  1.2, (10, 0.1, 0.001),  1.0),
+    'humanoidmaze-medium-navigate': (3,  (3, 0.1),   30,  0.7,  0.6, (10, 0.1, 0.1),    1.0),
+    'humanoidmaze-large-navigate':  (3,  (3, 0.1),   30,  0.8,  0.8, (10, 0.1, 0.1),    1.0),
+    'scene-play':                   (1,  (1, 0.0),   300, 0.9,  0.4, (10, 0.1, 0.1),    1.0),
+    'puzzle-3x3-play':              (3,  (1, 0.1),   300, 0.95, 1.0, (10, 0.1, 0.001),  1.0),
+    'puzzle-4x4-play':              (30, (0.1, 0.9), 1,   0.9,  1.0, (10, 1.0, 0.001),  1.0),
+    'cube-double-play':             (1,  (1, 0.0),   300, 0.9,  1.0, (10, 0.01, 0.001), 1.0),
+    'cube-triple-play':             (3,  (3, 0.1),   30,  0.95, 1.4, (10, 0.1, 0.001),  0.5),
+    'cube-quadruple-play':          (1,  (3, 0.1),   100, 0.95, 1.4, (10, 0.01, 0.1),   1.0),
+}
+# Section 9.1: stage 1 is 300K BC steps under trqam and none under qam.
+DOCS_BC_STEPS = {'trqam': 300_000, 'qam': 0}
+
+
+def docs_method_values(label, domain):
+    """The method's own settings on `domain` (section 8; QAM is QAM-E without edit and FQL terms, CGQL-L the
+    linex mode: section 5/6), as `--agent.KEY` values. CGQL-L's inv_temp (10 everywhere) is its config's."""
+    qam, (qam_e_temp, qam_e_edit), alpha, kappa, noise, (_, guidance, noisy), eps_kl = DOCS_METHODS[domain]
+    return {
+        'TRQAM': {'kl_budget': eps_kl},
+        'QAM': {'inv_temp': qam, 'edit_scale': 0.0, 'fql_alpha': 0.0},
+        'QAM-E': {'inv_temp': qam_e_temp, 'edit_scale': qam_e_edit, 'fql_alpha': 0.0},
+        'FQL': {'alpha': alpha},
+        'IFQL': {'expectile': kappa},
+        'DSRL': {'noise_scale': noise},
+        'CGQL-L': {'mode': 'linex', 'guidance_coef': guidance, 'noisy_coef': noisy},
+    }[label]
+
+
+def docs_settings(label, domain, protocol, dataset_dir='DATA'):
+    """Everything the docs say `protocol` sets for method `label` on `domain`, as `Method.protocol_settings`."""
+    horizon, sparse, shards, large, discount_trqam, discount_qam, rho = DOCS_DOMAINS[domain]
+    large = large and protocol == 'trqam'
+    dims = (1024,) * 4 if large else (512,) * 4
+    settings = {'horizon_length': horizon, 'sparse': sparse, 'bc_steps': DOCS_BC_STEPS[protocol],
+                'agent.discount': discount_trqam if protocol == 'trqam' else discount_qam, 'agent.rho': rho,
+                'agent.actor_hidden_dims': dims, 'agent.value_hidden_dims': dims, 'agent.actor_layer_norm': large}
+    if shards and protocol == 'trqam':
+        settings['dataset_shards_dir'] = os.path.join(dataset_dir, shards)
+    settings.update({f'agent.{key}': value for key, value in docs_method_values(label, domain).items()})
+    return settings
+
+
+def _normalized(settings):
+    return {key: (tuple(value) if isinstance(value, list) else value) for key, value in settings.items()}
+
+
+_CLONE_SCRIPT = '''
+import json, os, sys
+from agents import METHODS, paper_methods
+from utils.domains import DOMAINS
+assert not os.path.exists(os.path.join('..', 'shared')), 'not a fresh clone'
+print(json.dumps({f'{label}|{env}|{protocol}': METHODS[label].protocol_settings(env, protocol, 'DATA')
+                  for protocol in ('trqam', 'qam') for label in paper_methods()
+                  for domain in DOMAINS.values() for env in domain.env_names()}))
+'''
+
+
+def test_a_fresh_clone_resolves_every_task_to_the_docs_table(tmp_path):
+    # A copy of the sources with no ../shared beside it (a fresh clone), resolved in its own process.
+    clone = tmp_path / 'clone'
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', 'runs', 'data', 'reference_results')
+    for name in ('agents', 'utils', 'experiments'):
+        shutil.copytree(os.path.join(REPO_ROOT, name), clone / name, ignore=ignore)
+    shutil.copy(os.path.join(REPO_ROOT, 'main.py'), clone / 'main.py')
+    env = {**os.environ, 'PYTHONPATH': str(clone), 'JAX_PLATFORMS': 'cpu'}
+    result = subprocess.run([sys.executable, '-c', _CLONE_SCRIPT], cwd=clone, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resolved = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(resolved) == 2 * 7 * 50
+    assert len(domains.DOMAINS) == 10 and set(domains.DOMAINS) == set(DOCS_DOMAINS)
+    assert paper_methods() == ('TRQAM', 'QAM', 'QAM-E', 'FQL', 'IFQL', 'DSRL', 'CGQL-L')
+    for protocol in ('trqam', 'qam'):
+        for label in paper_methods():
+            for domain in DOCS_DOMAINS:
+                for task in range(1, 6):
+                    env_name = f'{domain}-singletask-task{task}-v0'
+                    got = _normalized(resolved[f'{label}|{env_name}|{protocol}'])
+                    assert got == docs_settings(label, domain, protocol), (label, env_name, protocol)
+    # CGQL-L's inv_temp of the docs' table is its config file's, the same on every domain.
+    assert METHODS['CGQL-L'].default_config().inv_temp == 10
+
+
 def test_domain_settings_of_the_papers():
-    assert len(domains.DOMAINS) == 10
     env = 'puzzle-4x4-play-singletask-task3-v0'
-    assert METHODS['QAM-E'].overrides(env)['inv_temp'] == 0.1
-    assert METHODS['QAM-E'].overrides(env)['edit_scale'] == 0.9
-    assert METHODS['QAM'].overrides(env)['inv_temp'] == 30
-    assert METHODS['FQL'].overrides(env)['alpha'] == 1
-    assert METHODS['TRQAM'].overrides(env)['actor_hidden_dims'] == (1024,) * 4
-    assert METHODS['BC'].overrides(env) == {'discount': 0.99, 'actor_hidden_dims': (1024,) * 4,
-                                            'actor_layer_norm': True}  # the keys bc_flow's config has
-    assert domains.run_flags(env, 'data') == {
-        'horizon_length': 5, 'sparse': True, 'dataset_shards_dir': os.path.join('data', 'puzzle-4x4-play-10m-v0')}
-    humanoid = 'humanoidmaze-large-navigate-singletask-task1-v0'
-    assert METHODS['TRQAM'].overrides(humanoid)['discount'] == 0.999
-    assert METHODS['TRQAM'].overrides(humanoid)['rho'] == 0.0
-    assert METHODS['IFQL'].overrides(humanoid) == {**METHODS['IFQL'].overrides(humanoid),
-                                                          'expectile': 0.8, 'discount': 0.995, 'rho': 0.0}
-    assert domains.run_flags(humanoid) == {'horizon_length': 1, 'sparse': False}
-    assert METHODS['TRQAM'].overrides('cube-triple-play-singletask-task1-v0')['kl_budget'] == 0.5
-    assert METHODS['TRQAM'].overrides('cube-double-play-singletask-task1-v0')['discount'] == 0.995
-    assert METHODS['CGQL-L'].overrides('scene-play-singletask-task1-v0') == {
-        'mode': 'linex', 'inv_temp': 10.0, 'guidance_coef': 0.1, 'noisy_coef': 0.1, 'discount': 0.99, 'rho': 0.5,
-        'actor_hidden_dims': (512,) * 4, 'value_hidden_dims': (512,) * 4, 'actor_layer_norm': False}
+    assert METHODS['QAM-E'].overrides(env, 'trqam')['edit_scale'] == 0.9
+    assert METHODS['TRQAM'].overrides(env, 'trqam')['actor_hidden_dims'] == (1024,) * 4
+    assert METHODS['TRQAM'].overrides(env, 'qam')['actor_hidden_dims'] == (512,) * 4
+    assert METHODS['BC'].overrides(env, 'trqam') == {'discount': 0.995, 'actor_hidden_dims': (1024,) * 4,
+                                                     'actor_layer_norm': True}  # the keys bc_flow's config has
+    assert PROTOCOLS['trqam'].run_flags(env, 'data') == {
+        'horizon_length': 5, 'sparse': True, 'bc_steps': 300_000,
+        'dataset_shards_dir': os.path.join('data', 'puzzle-4x4-play-10m-v0')}
+    assert PROTOCOLS['qam'].run_flags(env, 'data') == {'horizon_length': 5, 'sparse': True, 'bc_steps': 0}
+    assert PROTOCOLS['none'].run_flags(env, 'data') == {} and PROTOCOLS['none'].agent_settings(env) == {}
+    assert METHODS['QAM-E'].overrides(env, 'none') == {'fql_alpha': 0.0}  # only what makes the method
     assert domains.DOMAINS['cube-quadruple-play'].dataset_size == 100_000_000
-    assert domains.DOMAINS['antmaze-giant-navigate'].discount == 0.995
     assert not domains.DOMAINS['antmaze-large-navigate'].generatable
-    assert domains.DOMAINS['cube-double-play'].generatable
+    # A domain outside the table: the authors' defaults, no per-domain method values.
+    single = 'cube-single-play-singletask-task1-v0'
+    assert METHODS['QAM'].overrides(single, 'trqam') == {
+        'discount': 0.995, 'rho': 0.5, 'actor_hidden_dims': (512,) * 4, 'value_hidden_dims': (512,) * 4,
+        'actor_layer_norm': False, 'edit_scale': 0.0, 'fql_alpha': 0.0}
     with pytest.raises(KeyError, match='cube-double-play'):
-        METHODS['QAM'].overrides('cube-single-play-singletask-task1-v0')
+        domains.table_domain('cube-single-play')
 
 
-def test_paper_sweep_table(tmp_path):
-    table = sweep.build_sweep(sweep.resolve_spec('paper', dataset_dir=str(tmp_path)))
-    assert len(table.expected) == 7 * 50 * 8 and len(table.bc_jobs) == 50 * 8
-    # QAM-E has QAM's configuration on scene and cube-double (edit_scale 0): 2 domains x 5 tasks x 8 seeds.
-    assert len(table.duplicates) == 80 and {d[0] for d in table.duplicates} == {'QAM-E'}
-    assert len(table.rl_jobs) == 2800 - 80
-    assert set(table.missing_data) == set(domains.DOMAINS)  # nothing under an empty folder
-    bc_dirs = {job.run_dir for job in table.bc_jobs}
-    assert all(job.depends_on in bc_dirs and flag(job.command, 'pretrained_actor_path') == job.depends_on
-               for job in table.rl_jobs)
-    assert len({job.run_dir for job in table.rl_jobs}) == len(table.rl_jobs)  # QAM and QAM-E do not collide
+def test_same_configuration_under_each_protocol():
+    scene, puzzle, lift = ('scene-play-singletask-task1-v0', 'puzzle-4x4-play-singletask-task1-v0', 'lift-mh-low_dim')
 
-    (bc,) = [job for job in table.bc_jobs if job.env_name == 'cube-triple-play-singletask-task2-v0' and job.seed == 3]
-    assert '--bc_only' in bc.command and flag(bc.command, 'agent') == 'agents/bc_flow.py'
-    assert flag(bc.command, 'agent.actor_hidden_dims') == '(1024,1024,1024,1024)'
-    assert flag(bc.command, 'offline_steps') == '300000'
-    assert flag(bc.command, 'dataset_shards_dir') == os.path.join(str(tmp_path), 'cube-triple-play-10m-v0')
-    trqam = [job for job in table.rl_jobs if job.method == 'TRQAM' and job.depends_on == bc.run_dir]
-    assert len(trqam) == 1 and flag(trqam[0].command, 'agent.kl_budget') == '0.5'
-    assert flag(trqam[0].command, 'agent.value_hidden_dims') == '(1024,1024,1024,1024)'
-    assert flag(trqam[0].command, 'online_steps') == '500000'
-    scene = [job for job in table.rl_jobs if job.env_name.startswith('scene') and job.method == 'FQL']
-    assert all('--sparse' in job.command and flag(job.command, 'dataset_dir') == str(tmp_path) for job in scene)
+    def qam_config(env, protocol):
+        return sweep.resolve_agent(METHODS['QAM'], env, protocol, 'DATA', {})[1]
 
-    per_domain = sweep.build_sweep(sweep.resolve_spec('paper', dataset_dir=str(tmp_path), bc_per_domain=True))
-    assert len(per_domain.bc_jobs) == 10 * 8 and len(per_domain.rl_jobs) == 2720
+    # QAM-E's per-domain edit_scale is 0 on scene under both papers' protocols: it is QAM there.
+    assert METHODS['QAM-E'].is_configured_as(qam_config(scene, 'trqam'), scene, 'trqam')
+    assert METHODS['QAM-E'].is_configured_as(qam_config(scene, 'qam'), scene, 'qam')
+    assert not METHODS['QAM-E'].is_configured_as(qam_config(puzzle, 'trqam'), puzzle, 'trqam')
+    # Without the per-domain table (--protocol=none, Robomimic) QAM-E keeps its config file's edit_scale 0.1.
+    assert not METHODS['QAM-E'].is_configured_as(qam_config(scene, 'none'), scene, 'none')
+    assert not METHODS['QAM-E'].is_configured_as(qam_config(lift, 'trqam'), lift, 'trqam')
+    assert not METHODS['FQL'].is_configured_as(qam_config(scene, 'trqam'), scene, 'trqam')
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The paper sweep.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_paper_sweep_job_counts_under_both_protocols(paper_sweeps):
+    trqam, trqam4 = paper_sweeps[('trqam', 1)], paper_sweeps[('trqam', 4)]
+    for table in (trqam, trqam4):
+        assert len(table.expected) == 7 * 50 * 8 == 2800 and table.bc_runs == 50 * 8
+        # QAM-E has QAM's configuration on scene and cube-double (edit_scale 0): 2 domains x 5 tasks x 8 seeds.
+        assert len(table.duplicates) == 80 and {d[0] for d in table.duplicates} == {'QAM-E'}
+        assert table.rl_runs == 2800 - 80
+    assert len(trqam.bc_jobs) == 400 and len(trqam.rl_jobs) == 2720
+    assert len(trqam4.bc_jobs) == 100 and len(trqam4.rl_jobs) == 680  # 4 seeds per main.py process
+    assert all(len(job.seeds) == 4 and len(job.run_dirs) == 4 for job in trqam4.bc_jobs + trqam4.rl_jobs)
+
+    qam, qam4 = paper_sweeps[('qam', 1)], paper_sweeps[('qam', 4)]
+    for table in (qam, qam4):  # the QAM paper: 12 seeds, one stage
+        assert len(table.expected) == 7 * 50 * 12 and not table.bc_jobs and len(table.duplicates) == 120
+        assert table.rl_runs == 4200 - 120 and table.spec['save_dir'] == 'runs/paper_qam'
+        assert all(flag(job.command, 'pretrained_actor_path') is None and '--bc_only' not in job.command
+                   and flag(job.command, 'bc_steps') is None and job.depends_on is None for job in table.rl_jobs)
+    assert len(qam.rl_jobs) == 4080 and len(qam4.rl_jobs) == 1020
+    assert presets.expected_runs('paper', protocol='qam') == qam.expected
+
+    assert set(trqam.missing_data) == set(domains.DOMAINS)  # nothing under an empty folder
+    bc_names = {job.name: job for job in trqam.bc_jobs}
+    for job in trqam.rl_jobs:
+        assert flag(job.command, 'pretrained_actor_path') == bc_names[job.depends_on].run_dir
+    assert len({run_dir for job in trqam.rl_jobs for run_dir in job.run_dirs}) == 2720  # QAM and QAM-E do not collide
+
+
+def test_jobs_set_only_what_the_spec_must(paper_sweeps):
+    table = paper_sweeps[('trqam', 1)]
+    (bc,) = [job for job in table.bc_jobs
+             if job.env_name == 'cube-triple-play-singletask-task2-v0' and job.seeds == (3,)]
+    assert bc.name == 'bc_cube-triple-play-singletask-task2-v0_seed3_4x1024ln_h5'
+    assert bc.command[:5] == ['python', 'main.py', '--bc_only', '--protocol=trqam', '--agent=agents/bc_flow.py']
+    assert flag(bc.command, 'bc_steps') == '300000' and flag(bc.command, 'seed') == '3'
+    (qam_e,) = [job for job in table.rl_jobs if job.method == 'QAM-E' and job.seeds == (0,)
+                and job.env_name == 'puzzle-4x4-play-singletask-task2-v0']
+    # The protocol sets the per-domain values: the command does not.
+    assert flag(qam_e.command, 'protocol') == 'trqam' and flag(qam_e.command, 'agent') == 'agents/qam_e.py'
+    assert not [arg for arg in qam_e.command if arg.startswith(('--agent.', '--sparse', '--horizon_length',
+                                                                 '--dataset_shards_dir', '--run_name'))]
+    assert os.path.basename(qam_e.run_dir) == 'qam-e_puzzle-4x4-play-singletask-task2-v0_seed0'
+    four = [job for job in paper_sweeps[('trqam', 4)].rl_jobs if job.method == 'QAM-E'
+            and job.env_name == 'puzzle-4x4-play-singletask-task2-v0']
+    assert [flag(job.command, 'seeds') for job in four] == ['0,1,2,3', '4,5,6,7']
+    assert flag(four[0].command, 'pretrained_actor_path') == \
+        os.path.join('runs/paper', 'bc_puzzle-4x4-play-singletask-task2-v0_seed{seed}_4x1024ln_h5')
+    assert [os.path.basename(d) for d in four[1].run_dirs] == [
+        f'qam-e_puzzle-4x4-play-singletask-task2-v0_seed{seed}' for seed in (4, 5, 6, 7)]
+
+
+def _parse(command):
+    """main.py's flag values and agent config from a job's command, as `main.main` hands them to `train`."""
+    import main
+
+    assert command[:2] == ['python', 'main.py']
+    values, overrides, explicit, agent_file = main.default_flag_values(), {}, set(), None
+    for arg in command[2:]:
+        name, _, text = arg[2:].partition('=')
+        if name == 'agent':
+            agent_file = text
+        elif name.startswith('agent.'):
+            try:
+                overrides[name[len('agent.'):]] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                overrides[name[len('agent.'):]] = text
+            explicit.add(name)
+        else:
+            if not text and name not in main.FLAGS:
+                name, value = name[2:], False  # --noFLAG
+            else:
+                value = main.FLAGS[name].parser.parse(text) if text else True
+            values[name] = value
+            explicit.add(name)
+    config = importlib.import_module(agent_file[:-len('.py')].replace('/', '.')).get_config()
+    with config.unlocked():
+        config.update(overrides)
+    return values, config, explicit
+
+
+def _resolve(command):
+    import main
+
+    values, config, explicit = _parse(command)
+    return main.resolve_config(values, config, explicit, main.default_flag_values())
+
+
+@pytest.mark.parametrize('protocol', ['trqam', 'qam'])
+def test_every_command_resolves_in_main_to_the_table(paper_sweeps, protocol):
+    # Every command of the paper sweep (4 seeds per job) but the seeds: those of seeds 0-3, run through main.py's
+    # own resolution (utils/run_config.py) as main.py's command line hands them to it.
+    table = paper_sweeps[(protocol, 4)]
+    dataset_dir = table.spec['dataset_dir']
+    bc_jobs = {job.name: job for job in table.bc_jobs}
+    for job in table.bc_jobs:
+        if job.seeds != (0, 1, 2, 3):
+            continue
+        config = _resolve(job.command)
+        assert config.bc_only and config.method == 'BC' and config.offline_steps == 300_000
+        assert config.run_dirs == job.run_dirs and config.seeds == (0, 1, 2, 3)
+    checked = set()
+    for job in table.rl_jobs:
+        if job.seeds != (0, 1, 2, 3):
+            continue
+        config = _resolve(job.command)
+        domain = domains.domain_name(job.env_name)
+        expected = docs_settings(job.method, domain, protocol, dataset_dir)
+        agent = config.agent.to_dict()
+        for key, value in expected.items():
+            got = agent[key[len('agent.'):]] if key.startswith('agent.') else config[key]
+            assert _normalized({key: got}) == {key: value}, (job.name, key)
+        assert config.method == job.method and config.run_dirs == job.run_dirs
+        if 'dataset_shards_dir' not in expected:
+            assert config.dataset_shards_dir is None
+        assert config.agent.horizon_length == DOCS_DOMAINS[domain][0]
+        if protocol == 'trqam':
+            # The BC run the command names is the one main.py picks by itself, and the sweep's BC job trains it.
+            assert config.pretrained_paths == bc_jobs[job.depends_on].run_dirs and not config.bc_stage
+            if (domain, job.method) not in checked:  # (one task per domain: the same rule on every task)
+                checked.add((domain, job.method))
+                command = [arg for arg in job.command if not arg.startswith('--pretrained_actor_path=')]
+                assert _resolve(command).pretrained_paths == config.pretrained_paths
+        else:
+            assert not config.bc_stage and not any(config.pretrained_paths)
+    if protocol == 'trqam':  # QAM-E on puzzle-4x4 gets edit_scale 0.9 from the protocol, not from a flag
+        (qam_e,) = [job for job in table.rl_jobs if job.method == 'QAM-E' and job.seeds == (0, 1, 2, 3)
+                    and job.env_name == 'puzzle-4x4-play-singletask-task1-v0']
+        config = _resolve(qam_e.command)
+        assert config.agent.edit_scale == 0.9 and dict(config.protocol_settings)['agent.edit_scale'] == 0.9
 
 
 def test_data_presence_is_checked(tmp_path):
@@ -91,6 +329,10 @@ def test_data_presence_is_checked(tmp_path):
                                             'cube-triple-play-singletask-task1-v0'}
     text = sweep.summary(table)
     assert 'Data missing' in text and 'antmaze-large-navigate' in text
+    # Under the QAM paper's protocol cube-triple reads the 1M dataset, which is not there.
+    qam = sweep.build_sweep(sweep.resolve_spec('paper', protocol='qam', dataset_dir=str(tmp_path), seeds=(0,),
+                                               tasks=(1,)))
+    assert 'cube-triple-play' in qam.missing_data and 'cube-double-play' not in qam.missing_data
 
 
 def test_cpu_preset_commands_are_small():
@@ -98,58 +340,41 @@ def test_cpu_preset_commands_are_small():
     assert len(table.expected) == 7 * 3 * 2 and len(table.bc_jobs) == 6
     command = table.rl_jobs[0].command
     assert flag(command, 'agent.actor_hidden_dims') == '(64,64)' and flag(command, 'agent.num_qs') == '2'
-    assert flag(table.bc_jobs[0].command, 'agent.num_qs') is None  # bc_flow has no critic
+    assert flag(command, 'bc_steps') == '3000' and flag(command, 'eval_episodes') == '10'
+    bc = table.bc_jobs[0]
+    assert flag(bc.command, 'agent.num_qs') is None and flag(bc.command, 'agent.actor_hidden_dims') == '(64,64)'
+    assert bc.name == 'bc_scene-play-singletask-task1-v0_seed0_2x64_h5' and bc.size == 'small'
     assert sweep.expected_runs('cpu') == table.expected
+    qam = sweep.build_sweep(sweep.resolve_spec('cpu', protocol='qam'))
+    assert not qam.bc_jobs and len(qam.rl_jobs) == 42 - 4 and qam.spec['save_dir'] == 'runs/cpu_preset_qam'
+    with pytest.raises(ValueError, match='no BC pre-training stage'):
+        sweep.resolve_spec('paper', protocol='qam', bc_steps=1000)
 
 
-def test_dry_run_prints_commands_and_counts():
-    result = subprocess.run([sys.executable, 'experiments/sweep.py', '--dry_run', '--seeds=0', '--domains=scene-play'],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert sum(line.startswith('python main.py') for line in lines) == 5 + 5 * 6
-    assert '7 methods x 5 tasks x 1 seeds = 35 runs in the table' in result.stdout
+def test_robomimic_preset(tmp_path):
+    spec = sweep.resolve_spec('robomimic', dataset_dir=str(tmp_path))
+    table = sweep.build_sweep(spec)
+    assert spec['methods'] == ('TRQAM', 'QAM', 'QAM-E') and spec['domains'] == ('lift-mh', 'can-mh', 'square-mh')
+    assert {env for _, env, _ in table.expected} == {'lift-mh-low_dim', 'can-mh-low_dim', 'square-mh-low_dim'}
+    # QAM-E keeps its config's edit_scale (section 8 covers OGBench only): not QAM, launched.
+    assert len(table.expected) == 3 * 3 * 8 and not table.duplicates and len(table.rl_jobs) == 72
+    assert len(table.bc_jobs) == 24 and table.bc_jobs[0].name == 'bc_lift-mh-low_dim_seed0_4x512_h5'
+    assert set(table.missing_data) == {'lift-mh', 'can-mh', 'square-mh'}
+    assert 'curl' in table.missing_data['lift-mh'] and 'lift/mh/low_dim_v15.hdf5' in table.missing_data['lift-mh']
+    assert 'download' in sweep.summary(table).lower()
+    from utils import robomimic
 
-
-def test_slurm_scripts(tmp_path):
-    table = sweep.build_sweep(sweep.resolve_spec('paper', dataset_dir=str(tmp_path), seeds=(0, 1), tasks=(1,)))
-    submit = sweep.write_slurm(table.bc_jobs, table.rl_jobs, str(tmp_path / 'slurm'), array_limit=100,
-                               extra=['--account=abc'], setup=['source .venv/bin/activate'])
-    files = sorted(os.listdir(tmp_path / 'slurm'))
-    assert 'bc_000.sbatch' in files and 'rl_000.sbatch' in files and 'rl_001.sbatch' in files  # 136 jobs: 2 arrays
-    script = (tmp_path / 'slurm' / 'rl_001.sbatch').read_text()
-    assert '#SBATCH --requeue' in script and '#SBATCH --signal=B:USR1@300' in script
-    assert '#SBATCH --array=0-35' in script and '#SBATCH --account=abc' in script and 'scontrol requeue' in script
-    assert len((tmp_path / 'slurm' / 'rl_000.txt').read_text().splitlines()) == 100
-    text = open(submit).read()
-    assert '--dependency=afterok$BC_IDS' in text and text.count('sbatch --parsable') == 3
-
-
-def _fake_job(tmp_path, stage, name, code, depends_on=None):
-    run_dir = str(tmp_path / name)
-    return sweep.Job(stage, 'X', 'env', 0, run_dir, ['python', '-c', code], total_steps=10, depends_on=depends_on)
-
-
-def test_local_launcher_runs_bc_first_and_skips_dependants_of_failures(tmp_path):
-    def finishing(name):
-        return (f"import os; os.makedirs({str(tmp_path / name)!r}, exist_ok=True); "
-                f"open(os.path.join({str(tmp_path / name)!r}, 'eval.csv'), 'w').write('step,x\\n10,1\\n')")
-
-    good_bc = _fake_job(tmp_path, 'bc', 'bc_good', finishing('bc_good'))
-    bad_bc = _fake_job(tmp_path, 'bc', 'bc_bad', 'import sys; sys.exit(3)')
-    after_good = _fake_job(tmp_path, 'rl', 'rl_good', finishing('rl_good') + "; import os; "
-                           f"assert os.path.exists({str(tmp_path / 'bc_good' / 'eval.csv')!r})", good_bc.run_dir)
-    after_bad = _fake_job(tmp_path, 'rl', 'rl_bad', finishing('rl_bad'), bad_bc.run_dir)
-    status = sweep.run_local([good_bc, bad_bc], [after_good, after_bad], max_workers=2,
-                             log_dir=str(tmp_path / 'logs'), log=lambda *args: None)
-    assert status[good_bc.run_dir].startswith('ok') and status[after_good.run_dir].startswith('ok')
-    assert status[bad_bc.run_dir].startswith('failed with exit code 3')
-    assert status[after_bad.run_dir].startswith('skipped')
-    assert not os.path.exists(after_bad.run_dir)
-    # A second launch skips the finished runs.
-    status = sweep.run_local([good_bc], [after_good], max_workers=1, log_dir=str(tmp_path / 'logs'),
-                             log=lambda *args: None)
-    assert set(status.values()) == {'complete'}
+    path = robomimic.dataset_path('lift-mh-low_dim', str(tmp_path))
+    os.makedirs(os.path.dirname(path))
+    open(path, 'wb').close()
+    table = sweep.build_sweep(spec)
+    assert 'lift-mh' not in table.missing_data
+    assert {job.env_name for job in table.launchable()[1]} == {'lift-mh-low_dim'}
+    (qam_e,) = [job for job in table.rl_jobs if job.method == 'QAM-E' and job.env_name == 'lift-mh-low_dim'
+                and job.seeds == (0,)]
+    config = _resolve(qam_e.command)
+    assert config.agent.edit_scale == 0.1 and config.agent.discount == 0.995 and config.agent.horizon_length == 5
+    assert config.pretrained_paths == (os.path.join(spec['save_dir'], 'bc_lift-mh-low_dim_seed0_4x512_h5'),)
 
 
 def test_network_overrides_reach_the_bc_jobs_too(tmp_path):
@@ -157,5 +382,199 @@ def test_network_overrides_reach_the_bc_jobs_too(tmp_path):
                               seeds=(0,), extra_agent_overrides={'actor_hidden_dims': (32, 32), 'lr': 1e-4})
     table = sweep.build_sweep(spec)
     (bc,) = table.bc_jobs
-    assert flag(bc.command, 'agent.actor_hidden_dims') == '(32,32)' and flag(bc.command, 'agent.lr') is None
+    # The BC run has the methods' flow (bc_config_for: every key bc_flow has, lr included).
+    assert flag(bc.command, 'agent.actor_hidden_dims') == '(32,32)' and flag(bc.command, 'agent.lr') == '0.0001'
+    assert bc.name == 'bc_cube-double-play-singletask-task1-v0_seed0_2x32_h5'
     assert all(flag(job.command, 'agent.actor_hidden_dims') == '(32,32)' for job in table.rl_jobs)
+    with pytest.raises(ValueError, match='no_such_key'):
+        sweep.build_sweep(sweep.resolve_spec('paper', extra_agent_overrides={'no_such_key': 1}))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Cost estimate.
+# ----------------------------------------------------------------------------------------------------------------------
+
+COSTS = {  # experiments/benchmark.py's costs schema (its check_costs)
+    'device': 'test device', 'command': 'by hand',
+    'ms_per_update': {'trqam': {'paper': 10, 'large': 30}, 'fql': {'paper': 5}, 'bc': {'paper': 1}},
+    'seed_group_speedup': {'paper': {'1': 1.0, '2': 1.6}},
+    'eval_ms_per_episode': {'paper': 100},
+}
+
+
+def test_device_hours_from_a_costs_file(tmp_path):
+    spec = sweep.resolve_spec('paper', dataset_dir=str(tmp_path), methods=('TRQAM', 'FQL'),
+                              domains=('cube-double-play', 'cube-triple-play'), tasks=(1,), seeds=(0, 1, 2, 3),
+                              seeds_per_job=2, bc_steps=1000, offline_steps=2000, online_steps=1000,
+                              main_flags={'eval_interval': 1000, 'eval_episodes': 10})
+    table = sweep.build_sweep(spec)
+    assert [job.size for job in table.bc_jobs] == ['paper', 'paper', 'large', 'large']
+    assert [job.evaluations for job in table.bc_jobs + table.rl_jobs[:1]] == [1, 1, 1, 1, 3]
+    # One seed per process, per seed (ms): BC 1000 updates + 1 evaluation of 10 episodes; methods 3000 updates
+    # and 3 evaluations. 4 x 512 on cube-double, 4 x 1024 on cube-triple (FQL's and BC's: 4 x their 4 x 512 cost;
+    # evaluation as at 4 x 512).
+    bc = 4 * (1000 * 1 + 10 * 100) + 4 * (1000 * 4 + 10 * 100)
+    trqam = 4 * (3000 * 10 + 3 * 10 * 100) + 4 * (3000 * 30 + 3 * 10 * 100)
+    fql = 4 * (3000 * 5 + 3 * 10 * 100) + 4 * (3000 * 20 + 3 * 10 * 100)
+    one = sweep.estimate(table, COSTS, seeds_per_job=1)
+    assert one['jobs'] == 8 + 16 and one['total'] == pytest.approx((bc + trqam + fql) / 3.6e6)
+    assert sum(one['hours']['bc']) == pytest.approx(bc / 3.6e6)
+    # Two seeds per process: the file's 2-seed speed-up (measured at 4 x 512, used for 4 x 1024 too).
+    two = sweep.estimate(table, COSTS)
+    assert two['jobs'] == 4 + 8 and two['total'] == pytest.approx(one['total'] / 1.6)
+    costs_file = tmp_path / 'costs.json'
+    costs_file.write_text(json.dumps(COSTS))
+    report = sweep.estimate_report(table, str(costs_file))
+    assert 'measured on test device' in report and 'seeds_per_job=1: 24 jobs' in report
+    assert 'seeds_per_job=2: 12 jobs' in report and 'fql at 4 x 1024 costed as 4 x its 4 x 512 cost' in report
+    assert '2 seeds per process at 4 x 1024 sped up as at 4 x 512' in report
+    # Without a 2-seed figure: 2 single-seed processes; an agent without a cost is named.
+    partial = {**COSTS, 'seed_group_speedup': {}, 'ms_per_update': {'trqam': {'paper': 10, 'large': 30}}}
+    costs_file.write_text(json.dumps(partial))
+    report = sweep.estimate_report(table, str(costs_file))
+    assert 'costed as 2 single-seed processes' in report and 'no cost for fql at size paper' in report
+    assert sweep.estimate(table, partial)['total'] == pytest.approx(sweep.estimate(table, partial, 1)['total'])
+    assert sweep.estimate_report(table, str(tmp_path / 'absent.json')).startswith('No cost estimate')
+
+
+def test_the_committed_costs_file():
+    costs = sweep.load_costs(sweep.DEFAULT_COSTS)
+    assert costs['device'] and costs['command']
+    from experiments import benchmark
+
+    if hasattr(benchmark, 'check_costs'):  # the schema experiments/benchmark.py --out writes
+        benchmark.check_costs(costs)
+    model = sweep.CostModel(costs)
+    for method in [METHODS[label] for label in paper_methods()] + [METHODS['BC']]:
+        for size in ('paper', 'large', 'small'):
+            job = sweep.Job('rl', method.label, 'cube-double-play-singletask-task1-v0', (0,), ('x',), [], 1,
+                            agent=method.slug, agent_name=method.agent_name, size=size)
+            assert model.ms_per_update(job) > 0, (method.label, size)
+
+
+def test_dry_run_prints_commands_counts_and_the_estimate(tmp_path):
+    costs_file = tmp_path / 'costs.json'
+    costs_file.write_text(json.dumps(COSTS))
+    result = subprocess.run([sys.executable, 'experiments/sweep.py', '--dry_run', '--seeds=0,1', '--domains=scene-play',
+                             '--methods=TRQAM,QAM,QAM-E', '--seeds_per_job=2', f'--costs={costs_file}'],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith('python main.py') for line in lines) == 5 + 5 * 2  # QAM-E is QAM on scene
+    assert '3 methods x 5 tasks x 2 seeds = 30 runs in the table' in result.stdout
+    assert 'Jobs (2 seeds per main.py process): 5 BC + 10 methods = 15 jobs' in result.stdout
+    assert 'measured on test device' in result.stdout and 'seeds_per_job=2: 15 jobs' in result.stdout
+    assert 'seeds_per_job=1: 30 jobs' in result.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Launchers.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_slurm_scripts(tmp_path):
+    table = sweep.build_sweep(sweep.resolve_spec('paper', dataset_dir=str(tmp_path), seeds=(0, 1, 2, 3), tasks=(1,),
+                                                 seeds_per_job=2))
+    assert len(table.bc_jobs) == 20 and len(table.rl_jobs) == 2 * (70 - 2)  # 136 jobs: 2 arrays of methods
+    submit = sweep.write_slurm(table.bc_jobs, table.rl_jobs, str(tmp_path / 'slurm'), array_limit=100,
+                               extra=['--account=abc'], setup=['source .venv/bin/activate'])
+    files = sorted(os.listdir(tmp_path / 'slurm'))
+    assert 'bc_000.sbatch' in files and 'rl_000.sbatch' in files and 'rl_001.sbatch' in files
+    script = (tmp_path / 'slurm' / 'rl_001.sbatch').read_text()
+    assert '#SBATCH --requeue' in script and '#SBATCH --signal=B:USR1@300' in script
+    assert '#SBATCH --array=0-35' in script and '#SBATCH --account=abc' in script and 'scontrol requeue' in script
+    commands = (tmp_path / 'slurm' / 'rl_000.txt').read_text().splitlines()
+    assert len(commands) == 100 and all('--seeds=0,1' in c or '--seeds=2,3' in c for c in commands)
+    text = open(submit).read()
+    assert '--dependency=afterok$BC_IDS' in text and text.count('sbatch --parsable') == 3
+    # The QAM paper's protocol: one stage.
+    qam = sweep.build_sweep(sweep.resolve_spec('paper', protocol='qam', dataset_dir=str(tmp_path), seeds=(0,),
+                                               tasks=(1,)))
+    submit = sweep.write_slurm(qam.bc_jobs, qam.rl_jobs, str(tmp_path / 'slurm_qam'))
+    text = open(submit).read()
+    assert text.count('sbatch --parsable') == 1 and 'stage 1' not in text
+
+
+def _fake_job(tmp_path, stage, name, code, depends_on=None, seeds=(0,)):
+    run_dirs = [str(tmp_path / f'{name}_seed{seed}') for seed in seeds]
+    return sweep.Job(stage, 'X', 'env', seeds, run_dirs, ['python', '-c', code], total_steps=10,
+                     depends_on=depends_on, name=name)
+
+
+def _finishing(job_dirs, step=10):
+    return '; '.join(f"import os; os.makedirs({d!r}, exist_ok=True); "
+                     f"open(os.path.join({d!r}, 'eval.csv'), 'w').write('step,x\\n{step},1\\n')" for d in job_dirs)
+
+
+def test_local_launcher_runs_bc_first_and_skips_dependants_of_failures(tmp_path):
+    good_bc = _fake_job(tmp_path, 'bc', 'bc_good', '', seeds=(0, 1))
+    good_bc.command[-1] = _finishing(good_bc.run_dirs)
+    bad_bc = _fake_job(tmp_path, 'bc', 'bc_bad', 'import sys; sys.exit(3)')
+    after_good = _fake_job(tmp_path, 'rl', 'rl_good', '', good_bc.name, seeds=(0, 1))
+    after_good.command[-1] = _finishing(after_good.run_dirs) + '; ' + '; '.join(
+        f"assert os.path.exists({os.path.join(d, 'eval.csv')!r})" for d in good_bc.run_dirs)
+    after_bad = _fake_job(tmp_path, 'rl', 'rl_bad', _finishing([str(tmp_path / 'rl_bad_seed0')]), bad_bc.name)
+    status = sweep.run_local([good_bc, bad_bc], [after_good, after_bad], max_workers=2,
+                             log_dir=str(tmp_path / 'logs'), log=lambda *args: None)
+    assert status['bc_good'].startswith('ok') and status['rl_good'].startswith('ok')
+    assert status['bc_bad'].startswith('failed with exit code 3')
+    assert status['rl_bad'].startswith('skipped')
+    assert not os.path.exists(after_bad.run_dir)
+    # A second launch skips the finished jobs; a job with one seed unfinished runs again (main.py resumes it).
+    status = sweep.run_local([good_bc], [after_good], max_workers=1, log_dir=str(tmp_path / 'logs'),
+                             log=lambda *args: None)
+    assert set(status.values()) == {'complete'}
+    os.remove(os.path.join(after_good.run_dirs[1], 'eval.csv'))
+    assert not sweep.job_complete(after_good)
+    status = sweep.run_local([], [after_good], max_workers=1, log_dir=str(tmp_path / 'logs'), log=lambda *args: None)
+    assert status['rl_good'].startswith('ok') and sweep.job_complete(after_good)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The report: runs labelled by protocol (experiments/aggregate.py).
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _write_run(root, name, method, env_name, seed, protocol, success):
+    from utils import run_dir as layout
+
+    config = {**METHODS[method].default_config().to_dict(), **METHODS[method].overrides(env_name, protocol)}
+    run_dir = os.path.join(root, name)
+    os.makedirs(run_dir)
+    flags = {'env_name': env_name, 'seed': seed, 'offline_steps': 100, 'online_steps': 50, 'bc_only': False,
+             'protocol': protocol, 'agent': config}
+    with open(os.path.join(run_dir, layout.FLAGS_FILE), 'w') as f:
+        json.dump(flags, f, default=list)
+    with open(os.path.join(run_dir, layout.EVAL_CSV), 'w') as f:
+        f.write(f'step,evaluation/success\n100,{success}\n150,{success}\n')
+
+
+def test_aggregate_labels_tables_by_protocol(tmp_path):
+    from experiments import aggregate
+
+    root = str(tmp_path / 'runs')
+    scene = 'scene-play-singletask-task1-v0'
+    for protocol, success in (('trqam', 0.8), ('qam', 0.4)):
+        for seed in (0, 1):
+            for method in ('TRQAM', 'QAM'):
+                _write_run(os.path.join(root, protocol), f'{method.lower()}_{scene}_seed{seed}', method, scene, seed,
+                           protocol, success)
+    reference = aggregate.load_reference()
+    mixed = aggregate.success_table(aggregate.load_runs(root), bootstrap_reps=100)
+    assert mixed.protocol is None and mixed.protocols == {'qam': 4, 'trqam': 4}
+    text = aggregate.to_markdown(mixed, reference)
+    assert '**Mixed protocols**' in text and 'pass --protocol to keep one' in text
+    # Under the QAM paper's protocol QAM-E is QAM on scene (edit_scale 0): the QAM runs count for both.
+    qam = aggregate.success_table(aggregate.load_runs(root, protocol='qam'), bootstrap_reps=100)
+    assert qam.protocol == 'qam' and qam.per_task[('QAM', scene)].mean == pytest.approx(40.0)
+    assert qam.per_task[('QAM-E', scene)].mean == pytest.approx(40.0)
+    text = aggregate.to_markdown(qam, reference)
+    assert 'Protocol: --protocol=qam' in text and ' / ' in text.split('| scene-play |')[1].split('\n')[0]
+    assert 'TRQAM paper' not in text.split('### IQM')[0]
+    trqam = aggregate.success_table(aggregate.load_runs(root, protocol='trqam'), bootstrap_reps=100)
+    text = aggregate.to_markdown(trqam, reference)
+    assert 'Protocol: --protocol=trqam' in text
+    assert '| all, TRQAM paper (offline, 50 tasks, 8 seeds) | 68 | 35 |' in text
+    assert ' / ' not in text.split('| scene-play |')[1].split('\n')[0]  # the QAM paper's numbers are another protocol's
+    assert 'Protocol: --protocol=trqam' in aggregate.to_latex(trqam, reference)

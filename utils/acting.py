@@ -1,95 +1,209 @@
-"""Acting in environments: action chunks executed open-loop (ALGORITHMS.md section 1), the online
-collector of the fine-tuning phase and evaluation, with their episode-seed streams.
+"""Acting in environments: action chunks executed open-loop (docs/algorithms.md section 1), the online
+collector of the fine-tuning phase and evaluation, for every seed of a run at once.
 
 Every reset and every action key depends only on (run seed, stream, index), so an evaluation does not
 depend on what happened before it and a resumed run replays exactly what the uninterrupted one did.
+Each policy call serves all seeds (and, in evaluation, all episodes) at once: one batched program.
 """
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 
-from utils.datasets import sparse_rewards
+from utils.datasets import TRANSITION_KEYS, sparse_rewards
+from utils.env_pool import EnvPool
+from utils.errors import RunError
+from utils.seeds import map_seeds
 
-# Streams of `episode_seed`: online resets by episode index; evaluation action keys and resets by
-# evaluation round (the step) and episode.
+# Streams of `episode_seed`: online resets by episode index, uniform random actions (balanced sampling) by
+# step, evaluation action keys and resets by evaluation round (the step) and episode.
 ONLINE_RESETS = 3
+RANDOM_ACTIONS = 4
 EVAL_ACTIONS = 1_000
 EVAL_RESETS = 2_000
 
 
 def episode_seed(seed: int, stream: int, index: int) -> int:
-    """A reset seed that depends only on (run seed, stream, episode index): reproducible on resume."""
+    """A seed that depends only on (run seed, stream, index): reproducible on resume."""
     return int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0])
 
 
-class ChunkedActor:
-    """Turns a chunk policy into a per-step one: samples H actions, then plays them in order."""
+@jax.jit
+def sample_chunks(agents, observations, keys):
+    """Seed i's action chunk at its observation with its key (all stacked on the seed axis)."""
+    return map_seeds(lambda agent, observation, key: agent.sample_actions(observation, key), (0, 0, 0))(
+        agents, observations, keys)
 
-    def __init__(self, action_dim: int):
-        self.action_dim = action_dim
-        self.queue = []
 
-    def reset(self):
-        self.queue = []
+@jax.jit
+def sample_episode_chunks(agents, observations, keys, episode_steps):
+    """(seeds, slots, chunk): slot e of seed i with the key `fold_in(keys[i, e], episode_steps[i, e])`."""
 
-    def act(self, agent, observation, rng) -> np.ndarray:
-        if not self.queue:
-            chunk = np.asarray(agent.sample_actions(observation, rng))
-            self.queue = list(chunk.reshape(-1, self.action_dim))
-        return self.queue.pop(0)
+    def one_seed(agent, observations, keys, steps):
+        def one_episode(observation, key, step):
+            return agent.sample_actions(observation, jax.random.fold_in(key, step))
+
+        return map_seeds(one_episode, (0, 0, 0))(observations, keys, steps)
+
+    return map_seeds(one_seed, (0, 0, 0, 0))(agents, observations, keys, episode_steps)
+
+
+def evaluation_slots(num_seeds: int, num_episodes: int, max_envs: int) -> int:
+    """Environments per seed in an evaluation: all its episodes at once, within `max_envs` for the run."""
+    return max(1, min(num_episodes, max_envs // num_seeds))
+
+
+def evaluate(agents, pool: EnvPool, seeds: Sequence[int], num_episodes: int, round_index: int, horizon_length: int,
+             videos: Optional[Dict[Tuple[int, int], str]] = None) -> List[Dict[str, np.ndarray]]:
+    """`num_episodes` episodes per seed with the agents' deterministic samplers, in `pool`: its environment
+    i * slots + s is slot s of seed i (slots = pool size / seeds). A slot plays the seed's episodes one after
+    another, each starting at a chunk boundary of the evaluation, so one batched policy call per chunk serves
+    every slot and each environment plays its chunk in one round trip to its worker. Success is an episode's
+    final step's.
+
+    Episode e of seed i resets with a seed from (seed, round_index, e) and draws its chunk at its own step t
+    with `fold_in(key(seed, round_index, e), t)`: the numbers of one episode at a time, in any batch and any
+    number of slots. Episode e < slots of seed i plays in slot e from the start, rendered to the MP4 file
+    `videos[(i, e)]` when given. Returns, per seed, the episodes' success, return and length.
+    """
+    num_seeds, slots = len(seeds), pool.num_envs // len(seeds)
+    env = lambda i, s: i * slots + s  # noqa: E731
+    pending = [list(range(num_episodes)) for _ in seeds]  # each seed's episodes not started, in order
+    playing = {}  # (i, slot) -> episode
+    observations = None  # (seeds, slots, ...) as the environments return them; an idle slot keeps its last
+    keys = np.zeros((num_seeds, slots, 2), np.uint32)
+    steps = np.zeros((num_seeds, slots), np.int32)
+    totals = {name: np.zeros((num_seeds, num_episodes)) for name in ('success', 'episode_return', 'episode_length')}
+    videos = videos or {}
+    # Every iteration is a chunk boundary: free slots start their next episodes, one policy call draws every
+    # playing slot's chunk, and each environment plays its chunk in one round trip to its worker.
+    while playing or any(pending):
+        starts = {}
+        for i in range(num_seeds):
+            for s in range(slots):
+                if (i, s) not in playing and pending[i]:
+                    playing[(i, s)] = e = pending[i].pop(0)
+                    keys[i, s] = jax.random.PRNGKey(episode_seed(seeds[i], EVAL_ACTIONS + round_index, e))
+                    steps[i, s] = 0
+                    starts[env(i, s)] = episode_seed(seeds[i], EVAL_RESETS + round_index, e)
+                    if (i, e) in videos:
+                        pool.record(env(i, s), videos[(i, e)])
+        for index, observation in pool.reset(starts).items():
+            if observations is None:
+                observations = np.zeros((num_seeds, slots, *np.shape(observation)), np.asarray(observation).dtype)
+            observations[index // slots, index % slots] = observation
+        chunks = np.asarray(sample_episode_chunks(agents, observations, keys, steps))
+        chunks = chunks.reshape(num_seeds, slots, horizon_length, -1)
+        played = pool.play({env(i, s): chunks[i, s] for i, s in playing})
+        for (i, s), e in list(playing.items()):
+            results = played[env(i, s)]
+            observations[i, s] = results[-1].observation
+            steps[i, s] += len(results)
+            totals['episode_return'][i, e] += sum(result.reward for result in results)
+            totals['episode_length'][i, e] += len(results)
+            if results[-1].done:
+                totals['success'][i, e] = results[-1].success
+                del playing[(i, s)]
+                if (i, e) in videos:
+                    pool.record(env(i, s), None)
+    return [{name: values[i] for name, values in totals.items()} for i in range(num_seeds)]
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedActing:
+    """What a resumed online phase needs beyond the replay buffer, per seed: episodes finished and the
+    actions left of the current chunk."""
+
+    episode_index: int = 0
+    queue: Tuple[np.ndarray, ...] = ()
 
 
 class OnlineCollector:
-    """The online phase's environment: one `step` plays one action of the current chunk and returns the
-    transition for the replay buffer and, when the episode ended, its summary row (the next episode's
-    reset follows at once)."""
+    """The online phase's environments, one per seed (pool environment k plays seed k): `step` plays one
+    action in every environment and returns the transitions for the replay buffers and, per seed, the
+    summary row of an episode that ended (the next episode's reset follows at once).
 
-    def __init__(self, env, seed: int, episode_index: int, sparse: bool):
-        self.env, self.seed, self.sparse = env, seed, sparse
-        self.actor = ChunkedActor(env.action_space.shape[-1])
-        self.episode_index = episode_index
-        self.episode_return = 0.0
-        self.observation, _ = env.reset(seed=episode_seed(seed, ONLINE_RESETS, episode_index))
-
-    def step(self, agent, rng):
-        observation = self.observation
-        action = self.actor.act(agent, observation, rng)
-        next_observation, reward, terminated, truncated, info = self.env.step(action)
-        if self.sparse:
-            reward = float(sparse_rewards(reward))
-        transition = dict(observations=observation, actions=action, rewards=reward, masks=1.0 - float(terminated),
-                          terminals=float(terminated or truncated), next_observations=next_observation)
-        self.episode_return += reward
-        self.observation = next_observation
-        if not (terminated or truncated):
-            return transition, None
-        row = {'online/episode_return': self.episode_return, 'online/episode_success': info.get('success', 0.0)}
-        self.episode_index += 1
-        self.episode_return = 0.0
-        self.observation, _ = self.env.reset(seed=episode_seed(self.seed, ONLINE_RESETS, self.episode_index))
-        self.actor.reset()
-        return transition, row
-
-
-def evaluate(agent, env, num_episodes: int, seed: int, round_index: int):
-    """Runs `num_episodes` episodes with the agent's deterministic sampler; success is the final step's.
-
-    Resets and action noise are seeded from (seed, round_index, episode).
+    `start` puts every environment where the run stands: the current episode's reset, then the actions of
+    that episode already in the replay buffer, replayed (the simulation is deterministic), so a run resumed
+    in the middle of an episode continues exactly as the uninterrupted one.
     """
-    actor = ChunkedActor(env.action_space.shape[-1])
-    successes, returns, lengths = [], [], []
-    for episode in range(num_episodes):
-        key = jax.random.PRNGKey(episode_seed(seed, EVAL_ACTIONS + round_index, episode))
-        observation, info = env.reset(seed=episode_seed(seed, EVAL_RESETS + round_index, episode))
-        actor.reset()
-        done, total_reward, length = False, 0.0, 0
-        while not done:
-            action = actor.act(agent, observation, jax.random.fold_in(key, length))
-            observation, reward, terminated, truncated, info = env.step(action)
-            done = terminated or truncated
-            total_reward += reward
-            length += 1
-        successes.append(float(info.get('success', 0.0)))
-        returns.append(total_reward)
-        lengths.append(length)
-    return {'success': np.mean(successes), 'episode_return': np.mean(returns), 'episode_length': np.mean(lengths)}
+
+    def __init__(self, pool: EnvPool, seeds: Sequence[int], action_dim: int, sparse: bool):
+        self.pool, self.seeds, self.action_dim, self.sparse = pool, list(seeds), action_dim, sparse
+        self.envs = list(range(len(seeds)))
+        self.observations, self.returns = None, None
+
+    def start(self, acting: Sequence[SeedActing], online: Sequence[Optional[Dict[str, np.ndarray]]]):
+        """`online[k]`: seed k's online transitions so far (None before the first)."""
+        first = self.pool.reset({env: self._reset_seed(k, acting[k].episode_index) for k, env in enumerate(self.envs)})
+        self.observations = [first[env] for env in self.envs]
+        self.returns = [0.0] * len(self.envs)
+        for k, transitions in enumerate(online):
+            if transitions is not None:
+                self._replay_current_episode(k, transitions)
+
+    def _replay_current_episode(self, k, transitions):
+        ends = np.flatnonzero(transitions['terminals'])
+        start = ends[-1] + 1 if len(ends) else 0
+        for index in range(start, len(transitions['actions'])):
+            result = self.pool.step({self.envs[k]: transitions['actions'][index]})[self.envs[k]]
+            self.observations[k] = result.observation
+        self.returns[k] = sum(map(float, transitions['rewards'][start:]), 0.0)  # as `step` adds them up
+        if start < len(transitions['actions']) and not np.array_equal(
+                np.asarray(self.observations[k], np.float32), transitions['next_observations'][-1]):
+            raise RunError(f'Resuming seed {self.seeds[k]} in the middle of an episode: replaying its actions did not '
+                           'reproduce the recorded observations (the environment is not deterministic here).')
+
+    def _reset_seed(self, k, episode_index):
+        return episode_seed(self.seeds[k], ONLINE_RESETS, episode_index)
+
+    def step(self, agents, act_keys, step: int, acting: Sequence[SeedActing], random_actions: bool):
+        """Plays step `step` in every environment. A seed whose chunk is used up draws the next one with
+        `fold_in(act_keys[k], step)` (one batched call for all seeds), or, with `random_actions`, one uniform
+        action in [-1, 1]. Returns (transitions stacked on the seed axis, rows, acting state)."""
+        queues = [list(seed.queue) for seed in acting]
+        if any(not queue for queue in queues):
+            if random_actions:
+                for k, queue in enumerate(queues):
+                    if not queue:
+                        generator = np.random.default_rng(episode_seed(self.seeds[k], RANDOM_ACTIONS, step))
+                        queue.append(generator.uniform(-1.0, 1.0, self.action_dim).astype(np.float32))
+            else:
+                keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(act_keys, step)
+                chunks = np.asarray(sample_chunks(agents, np.stack(self.observations), keys))
+                for k, queue in enumerate(queues):
+                    if not queue:
+                        queue.extend(chunks[k].reshape(-1, self.action_dim))
+        actions = [queue.pop(0) for queue in queues]
+        results = self.pool.step({env: actions[k] for k, env in enumerate(self.envs)})
+        transitions, rows, resets, next_acting = [], [], {}, []
+        for k, env in enumerate(self.envs):
+            result = results[env]
+            reward = float(sparse_rewards(result.reward)) if self.sparse else result.reward
+            transitions.append(dict(observations=self.observations[k], actions=actions[k], rewards=reward,
+                                    masks=1.0 - float(result.terminated), terminals=float(result.done),
+                                    next_observations=result.observation))
+            self.returns[k] += reward
+            self.observations[k] = result.observation
+            episode_index, row = acting[k].episode_index, None
+            if result.done:
+                row = {'online/episode_return': self.returns[k], 'online/episode_success': result.success}
+                episode_index, queues[k], self.returns[k] = episode_index + 1, [], 0.0
+                resets[env] = self._reset_seed(k, episode_index)
+            rows.append(row)
+            next_acting.append(SeedActing(episode_index, tuple(queues[k])))
+        if resets:
+            for env, observation in self.pool.reset(resets).items():
+                self.observations[self.envs.index(env)] = observation
+        stacked = {key: np.stack([np.asarray(t[key], np.float32) for t in transitions]) for key in TRANSITION_KEYS}
+        return stacked, rows, next_acting
+
+    def drop(self, positions: Sequence[int]):
+        """Stops playing the seeds at `positions` (a diverged seed leaves the group)."""
+        keep = [k for k in range(len(self.envs)) if k not in set(positions)]
+        self.seeds = [self.seeds[k] for k in keep]
+        self.envs = [self.envs[k] for k in keep]
+        self.observations = [self.observations[k] for k in keep]
+        self.returns = [self.returns[k] for k in keep]

@@ -1,8 +1,10 @@
 """Device-resident transition storage and jitted sampling of chunked sequence batches.
 
-A `Dataset` keeps every array on the accelerator with a fixed capacity and a dynamic `size`, so the
-offline dataset and the online replay buffer are the same object, sampling is one jitted gather, and
-adding a transition never changes a shape (no retrace). Batches follow ALGORITHMS.md section 1:
+A `Dataset` keeps every array on the accelerator with a fixed capacity and a dynamic `size`, so sampling
+is one jitted gather and adding a transition never changes a shape (no retrace). The replay buffer of the
+online phase is a `ReplayBuffer`: the offline data (one copy, shared by every seed of a run) followed by
+that seed's online transitions, sampled as the one contiguous buffer it stands for. Batches follow
+docs/algorithms.md section 1:
 
     observations       s_i
     actions            a_i .. a_{i+H-1}, flattened to H * |A|
@@ -56,6 +58,27 @@ class Dataset(flax.struct.PyTreeNode):
     def capacity(self) -> int:
         return self.observations.shape[0]
 
+    def rows(self, key: str, indices):
+        return getattr(self, key)[indices]
+
+
+class ReplayBuffer(flax.struct.PyTreeNode):
+    """The offline transitions, then the online ones: row i is `offline` row i below `offline.size`, else
+    `online` row i - offline.size. Rotating an offline shard replaces `offline` and keeps `online`."""
+
+    offline: Dataset
+    online: Dataset
+
+    @property
+    def size(self):
+        return self.offline.size + self.online.size
+
+    def rows(self, key: str, indices):
+        offline_size = self.offline.size
+        offline_rows = self.offline.rows(key, jnp.minimum(indices, offline_size - 1))
+        online_rows = self.online.rows(key, jnp.clip(indices - offline_size, 0, self.online.capacity - 1))
+        in_offline = (indices < offline_size).reshape(indices.shape + (1,) * (offline_rows.ndim - indices.ndim))
+        return jnp.where(in_offline, offline_rows, online_rows)
 
 
 def sparse_rewards(rewards):
@@ -71,24 +94,39 @@ def add_transition(dataset: Dataset, transition: Dict[str, jax.Array]) -> Datase
     return dataset.replace(**updated, size=index + 1)
 
 
-def sample_sequences(dataset: Dataset, rng: jax.Array, batch_size: int, horizon_length: int, discount: float):
-    """A chunked batch (see the module docstring); jit-compatible, sizes static."""
-    starts = jax.random.randint(rng, (batch_size,), 0, dataset.size - horizon_length + 1)
+def sample_sequences(data, rng: jax.Array, batch_size: int, horizon_length: int, discount: float,
+                     balanced: bool = False):
+    """A chunked batch (see the module docstring) from a `Dataset` or `ReplayBuffer`; jit-compatible, sizes
+    static. `balanced` (a `ReplayBuffer`): half the chunks start in the offline data, half in the online
+    transitions (the authors' `balanced_sampling`); otherwise uniformly over the whole buffer."""
+    if balanced:
+        half, (offline_rng, online_rng) = batch_size // 2, jax.random.split(rng)
+        starts = jnp.concatenate([
+            jax.random.randint(offline_rng, (half,), 0, data.offline.size - horizon_length + 1),
+            data.offline.size + jax.random.randint(online_rng, (half,), 0, data.online.size - horizon_length + 1)])
+    else:
+        starts = jax.random.randint(rng, (batch_size,), 0, data.size - horizon_length + 1)
+    return chunk_batch(data, starts, horizon_length, discount)
+
+
+def chunk_batch(data, starts, horizon_length: int, discount: float):
+    """The chunks of `data` starting at `starts` (B,)."""
+    batch_size = starts.shape[0]
     indices = starts[:, None] + jnp.arange(horizon_length)  # (B, H)
 
-    terminals = dataset.terminals[indices]
+    terminals = data.rows('terminals', indices)
     # alive_k = 1 while no earlier transition of the chunk ended its episode.
     ended_before = jnp.concatenate([jnp.zeros((batch_size, 1)), jnp.cumsum(terminals[:, :-1], axis=1)], axis=1)
     alive = (ended_before == 0).astype(jnp.float32)
     discounts = discount ** jnp.arange(horizon_length, dtype=jnp.float32)
-    actions = dataset.actions[indices]
+    actions = data.rows('actions', indices)
     return {
-        'observations': dataset.observations[starts],
+        'observations': data.rows('observations', starts),
         'actions': actions.reshape(batch_size, -1),
-        'rewards': jnp.sum(dataset.rewards[indices] * discounts * alive, axis=1),
-        'masks': jnp.min(dataset.masks[indices], axis=1),
+        'rewards': jnp.sum(data.rows('rewards', indices) * discounts * alive, axis=1),
+        'masks': jnp.min(data.rows('masks', indices), axis=1),
         'valid': alive[:, -1],
-        'next_observations': dataset.next_observations[indices[:, -1]],
+        'next_observations': data.rows('next_observations', indices[:, -1]),
     }
 
 

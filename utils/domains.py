@@ -1,16 +1,18 @@
-"""Per-domain settings of the benchmark (ALGORITHMS.md sections 1, 7 and 8): the one home for them.
+"""Per-domain settings of the benchmark and the two papers' protocols (docs/algorithms.md sections 7-9): the one
+home for them.
 
 A domain is a benchmark row of the papers' tables, `cube-double-play` for the tasks
 `cube-double-play-singletask-task{1..5}-v0`. This module holds what every method shares on a domain
-(networks, discount and pessimism of the critic, rewards, chunk length, dataset); each method's own
-per-domain hyperparameters are in its registry entry (`agents.METHODS`), which combines both:
+(networks, discount and pessimism of the critic, rewards, chunk length, dataset) under each protocol;
+each method's own per-domain hyperparameters are in its registry entry (`agents.METHODS`), which
+combines both:
 
     from agents import METHODS
-    METHODS['QAM-E'].overrides('puzzle-4x4-play-singletask-task2-v0')
-    # {'edit_scale': 0.9, 'inv_temp': 0.1, 'fql_alpha': 0.0, 'discount': 0.99, 'rho': 0.5,
+    METHODS['QAM-E'].overrides('puzzle-4x4-play-singletask-task2-v0', protocol='trqam')
+    # {'edit_scale': 0.9, 'inv_temp': 0.1, 'fql_alpha': 0.0, 'discount': 0.995, 'rho': 0.5,
     #  'actor_hidden_dims': (1024, 1024, 1024, 1024), 'value_hidden_dims': (1024, ...), 'actor_layer_norm': True}
-    run_flags('puzzle-4x4-play-singletask-task2-v0', dataset_dir='data')
-    # {'horizon_length': 5, 'sparse': True, 'dataset_shards_dir': 'data/puzzle-4x4-play-10m-v0'}
+    PROTOCOLS['trqam'].run_flags('puzzle-4x4-play-singletask-task2-v0', dataset_dir='data')
+    # {'horizon_length': 5, 'sparse': True, 'bc_steps': 300000, 'dataset_shards_dir': 'data/puzzle-4x4-play-10m-v0'}
 """
 
 import dataclasses
@@ -18,7 +20,7 @@ import os
 import re
 from typing import Dict, Optional, Tuple
 
-from utils.ogbench_data import NUM_TASKS, is_locomotion
+from utils.ogbench_data import DEFAULT_DATASET_DIR, NUM_TASKS, is_locomotion
 
 
 def default_horizon_length(env_name: str) -> int:
@@ -40,28 +42,26 @@ def with_horizon_length(agent_config, env_name: str, horizon_length: Optional[in
 
 DEFAULT_HIDDEN_DIMS = (512, 512, 512, 512)
 LARGE_HIDDEN_DIMS = (1024, 1024, 1024, 1024)
+STANDARD_DATASET_SIZE = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
 class DomainSettings:
-    """Settings of one OGBench domain (the env name without `-singletask-taskN-v0`)."""
+    """Settings of one domain (the env name without `-singletask-taskN-v0`) that every method shares."""
 
     name: str
-    sparse: bool  # rewards r -> -1[r != 0] (puzzle and scene in the QAM paper)
-    # The QAM paper's discount for every method but TRQAM (whose own is in its registry entry): 0.99,
-    # 0.995 for antmaze-giant and humanoidmaze.
-    discount: float
-    rho: float  # pessimism of the critic target (0 for humanoidmaze)
-    # TRQAM paper (section 7): 4 x 1024 networks and actor layer norm on the four large-data domains.
-    hidden_dims: Tuple[int, ...]
-    actor_layer_norm: bool
-    dataset_size: int  # transitions: 1M standard, 10M / 100M as directories of 1M shards
+    sparse: bool  # rewards r -> -1[r != 0]
+    rho: float  # pessimism of the critic target
+    qam_discount: float  # the QAM paper's, for every method
+    trqam_discount: float  # the authors' code default, with which the TRQAM paper ran every method
+    dataset_size: int  # of the TRQAM paper's dataset: 1M standard, 10M / 100M as directories of 1M shards
+    in_benchmark: bool = True  # a row of the papers' 50-task tables
+    suite: str = 'ogbench'  # or 'robomimic' (one task per domain, named {task}-{mh|ph}-low_dim)
 
-    def agent_settings(self) -> dict:
-        """The `--agent.*` values every method gets on this domain. All methods, the BC pre-training
-        included, use the domain's width, so one BC run serves them all."""
-        return {'discount': self.discount, 'rho': self.rho, 'actor_hidden_dims': self.hidden_dims,
-                'value_hidden_dims': self.hidden_dims, 'actor_layer_norm': self.actor_layer_norm}
+    @property
+    def large(self) -> bool:
+        """One of the TRQAM paper's large-data domains (4 x 1024 networks with actor layer norm there)."""
+        return self.dataset_size > STANDARD_DATASET_SIZE
 
     @property
     def horizon_length(self) -> int:
@@ -84,45 +84,108 @@ class DomainSettings:
 
     @property
     def shards_dir_name(self) -> Optional[str]:
-        """Folder of 1M-transition shards for the large datasets, None for the 1M ones.
+        """Folder of 1M-transition shards of the large dataset, None for the 1M ones.
 
         Convention of this project: `{dataset_dir}/{domain}-10m-v0/` or `{domain}-100m-v0/`, every .npz in it
         (except *-val.npz) one shard. OGBench publishes `{domain}-100m-v0/` for puzzle-4x4, cube-triple and
         cube-quadruple; the TRQAM paper's 10M datasets of puzzle-4x4 and cube-triple are its shards 000-009
-        (put them, e.g. as symlinks, into `{domain}-10m-v0/`).
+        (put them, e.g. as symlinks, into `{domain}-10m-v0/`); antmaze-giant's 10M come from the authors.
         """
-        if self.dataset_size <= 1_000_000:
+        if not self.large:
             return None
         return f'{self.name}-{self.dataset_size // 1_000_000}m-v0'
 
     def env_names(self, tasks=range(1, NUM_TASKS + 1)):
+        if self.suite == 'robomimic':
+            return [f'{self.name}-low_dim']
         return [f'{self.name}-singletask-task{task}-v0' for task in tasks]
 
 
-def _domain(name, *, large=False, size=1_000_000):
-    humanoid = name.startswith('humanoidmaze')
-    return DomainSettings(
-        name=name, sparse=name.startswith(('puzzle', 'scene')),
-        discount=0.995 if (humanoid or name.startswith('antmaze-giant')) else 0.99, rho=0.0 if humanoid else 0.5,
-        hidden_dims=LARGE_HIDDEN_DIMS if large else DEFAULT_HIDDEN_DIMS, actor_layer_norm=large, dataset_size=size,
-    )
+def _row(name, sparse, rho, qam_discount, trqam_discount, dataset_size):
+    return DomainSettings(name, sparse, rho, qam_discount, trqam_discount, dataset_size)
 
 
-# The ten domains of the benchmark (section 7), in the order of the papers' tables.
+# The ten domains of the benchmark (docs/algorithms.md sections 7-9), in the order of the papers' tables.
+M = 1_000_000  # transitions
 DOMAINS: Dict[str, DomainSettings] = {d.name: d for d in (
-    _domain('antmaze-large-navigate'),
-    _domain('antmaze-giant-navigate', large=True, size=10_000_000),
-    _domain('humanoidmaze-medium-navigate'),
-    _domain('humanoidmaze-large-navigate'),
-    _domain('scene-play'),
-    _domain('puzzle-3x3-play'),
-    _domain('puzzle-4x4-play', large=True, size=10_000_000),
-    _domain('cube-double-play'),
-    _domain('cube-triple-play', large=True, size=10_000_000),
-    _domain('cube-quadruple-play', large=True, size=100_000_000),
+    #     domain                         sparse  rho  QAM discount  TRQAM discount  TRQAM dataset
+    _row('antmaze-large-navigate',       False,  0.5, 0.99,         0.995,          1 * M),
+    _row('antmaze-giant-navigate',       False,  0.5, 0.995,        0.995,          10 * M),
+    _row('humanoidmaze-medium-navigate', False,  0.0, 0.995,        0.999,          1 * M),
+    _row('humanoidmaze-large-navigate',  False,  0.0, 0.995,        0.999,          1 * M),
+    _row('scene-play',                   True,   0.5, 0.99,         0.995,          1 * M),
+    _row('puzzle-3x3-play',              True,   0.5, 0.99,         0.995,          1 * M),
+    _row('puzzle-4x4-play',              True,   0.5, 0.99,         0.995,          10 * M),
+    _row('cube-double-play',             False,  0.5, 0.99,         0.995,          1 * M),
+    _row('cube-triple-play',             False,  0.5, 0.99,         0.995,          10 * M),
+    _row('cube-quadruple-play',          False,  0.5, 0.99,         0.995,          100 * M),
 )}
 
-_SUFFIX_RE = re.compile(r'(-singletask)?(-task\d+)?-v\d+$')
+
+# Robomimic's multi-human datasets (the TRQAM paper's stability experiment, docs/algorithms.md section 10): the authors'
+# width 512 without actor layer norm, discount 0.995, rho 0.5 and chunk length 5 (QAM's code default discount 0.99
+# under --protocol=qam); the proficient-human (ph) datasets get the same settings.
+ROBOMIMIC_DOMAINS: Dict[str, DomainSettings] = {d.name: d for d in (
+    DomainSettings(f'{task}-{kind}', sparse=False, rho=0.5, qam_discount=0.99, trqam_discount=0.995, dataset_size=M,
+                   in_benchmark=False, suite='robomimic')
+    for kind in ('mh', 'ph') for task in ('lift', 'can', 'square'))}
+
+
+def _generic(name: str) -> DomainSettings:
+    """Any other domain: the authors' code defaults (sparse rewards for puzzle and scene, as in the table)."""
+    return DomainSettings(name, sparse=name.startswith(('puzzle', 'scene')), rho=0.5, qam_discount=0.99,
+                          trqam_discount=0.995, dataset_size=STANDARD_DATASET_SIZE, in_benchmark=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How a paper ran its table: the stages of a run and what each domain's row sets."""
+
+    name: str
+    description: str
+    bc_steps: int  # stage 1, BC pre-training of the flow (0: methods start from scratch)
+    paper_settings: bool  # the domain table and the methods' per-domain hyperparameters apply
+    trqam_data: bool  # the TRQAM paper's discounts, networks and large datasets (else the QAM paper's)
+
+    def agent_settings(self, env_name: str) -> dict:
+        """The `--agent.*` values every method gets on the domain of `env_name` (BC pre-training too, so one
+        BC run serves them all)."""
+        if not self.paper_settings:
+            return {}
+        domain = domain_settings(env_name)
+        large = self.trqam_data and domain.large
+        dims = LARGE_HIDDEN_DIMS if large else DEFAULT_HIDDEN_DIMS
+        return {'discount': domain.trqam_discount if self.trqam_data else domain.qam_discount, 'rho': domain.rho,
+                'actor_hidden_dims': dims, 'value_hidden_dims': dims, 'actor_layer_norm': large}
+
+    def run_flags(self, env_name: str, dataset_dir: Optional[str] = None) -> dict:
+        """main.py flags of the domain of `env_name` (the same for every method): chunk length, rewards,
+        the BC pre-training stage and, on the large-data domains, the folder of shards under `dataset_dir`."""
+        if not self.paper_settings:
+            return {}
+        domain = domain_settings(env_name)
+        flags = {'horizon_length': domain.horizon_length, 'sparse': domain.sparse, 'bc_steps': self.bc_steps}
+        if self.trqam_data and domain.large:
+            flags['dataset_shards_dir'] = os.path.join(dataset_dir or DEFAULT_DATASET_DIR, domain.shards_dir_name)
+        return flags
+
+
+PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in (
+    Protocol('trqam', 'the TRQAM paper: BC pre-training, then every method with the authors\' discounts and the '
+             'large datasets and networks on four domains', bc_steps=300_000, paper_settings=True, trqam_data=True),
+    Protocol('qam', 'the QAM paper: every method from scratch, its discounts, the 1M datasets', bc_steps=0,
+             paper_settings=True, trqam_data=False),
+    Protocol('none', 'only the flags and the agent config', bc_steps=0, paper_settings=False, trqam_data=False),
+)}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f'Unknown --protocol={name}; known: {", ".join(f"{p.name} ({p.description})" for p in PROTOCOLS.values())}.')
+    return PROTOCOLS[name]
+
+
+_SUFFIX_RE = re.compile(r'((-singletask)?(-task\d+)?-v\d+|-low_dim)$')
 
 
 def domain_name(env_name: str) -> str:
@@ -131,33 +194,34 @@ def domain_name(env_name: str) -> str:
 
 
 def domain_settings(env_name: str) -> DomainSettings:
+    """The table's row of the domain of `env_name`, or the generic settings of a domain outside it."""
     name = domain_name(env_name)
-    if name not in DOMAINS:
-        raise KeyError(f'No per-domain settings for {name!r} (from {env_name!r}). The benchmark domains are: '
-                       f'{", ".join(DOMAINS)}.')
-    return DOMAINS[name]
+    return DOMAINS.get(name) or ROBOMIMIC_DOMAINS.get(name) or _generic(name)
 
 
-def run_flags(env_name: str, dataset_dir: Optional[str] = None) -> dict:
-    """main.py flags of the domain of `env_name` (the same for every method, BC included).
+def table_domain(name: str) -> DomainSettings:
+    """A row of the tables by domain name; anything else is refused with the list of domains."""
+    rows = {**DOMAINS, **ROBOMIMIC_DOMAINS}
+    if name not in rows:
+        raise KeyError(f'{name!r} is not a domain of the tables; they are: {", ".join(rows)}.')
+    return rows[name]
 
-    With `dataset_dir`, also where the data is: `dataset_dir` for the 1M datasets, `dataset_shards_dir`
-    (`{dataset_dir}/{shards_dir_name}`) for the 10M / 100M ones.
-    """
+
+OGBENCH_100M_URL = 'https://rail.eecs.berkeley.edu/datasets/ogbench/{name}-100m-v0/'
+# Where the TRQAM paper's large datasets come from: OGBench's 100M releases (the 10M ones are their shards 000-009)
+# and, for antmaze-giant, the authors' 10M dataset.
+LARGE_DATASET_SOURCES = {
+    'antmaze-giant-navigate': 'the authors\' Hugging Face dataset yonghoon96/antmaze-giant-navigate-10m-v0',
+    'puzzle-4x4-play': 'shards 000-009 of ' + OGBENCH_100M_URL.format(name='puzzle-4x4-play'),
+    'cube-triple-play': 'shards 000-009 of ' + OGBENCH_100M_URL.format(name='cube-triple-play'),
+    'cube-quadruple-play': 'all shards of ' + OGBENCH_100M_URL.format(name='cube-quadruple-play'),
+}
+
+
+def dataset_status(env_name: str, dataset_dir: str, protocol: Protocol) -> Tuple[bool, str]:
+    """(present, description) of the data a run of `protocol` reads under `dataset_dir`."""
     s = domain_settings(env_name)
-    flags = {'horizon_length': s.horizon_length, 'sparse': s.sparse}
-    if dataset_dir is not None:
-        if s.shards_dir_name is None:
-            flags['dataset_dir'] = dataset_dir
-        else:
-            flags['dataset_shards_dir'] = os.path.join(dataset_dir, s.shards_dir_name)
-    return flags
-
-
-def dataset_status(env_name: str, dataset_dir: str) -> Tuple[bool, str]:
-    """(present, description) of the data `main_flags` points at under `dataset_dir`."""
-    s = domain_settings(env_name)
-    if s.shards_dir_name is None:
+    if not (protocol.trqam_data and s.large):
         files = [os.path.join(dataset_dir, f'{s.dataset_name}{suffix}.npz') for suffix in ('', '-val')]
         missing = [path for path in files if not os.path.isfile(path)]
         if missing:
@@ -173,13 +237,13 @@ def dataset_status(env_name: str, dataset_dir: str) -> Tuple[bool, str]:
     return True, f'{directory}: {len(shards)} shards{note}'
 
 
-def how_to_get(env_name: str, dataset_dir: str) -> str:
-    """How to obtain the data of a domain, in one line."""
+def how_to_get(env_name: str, dataset_dir: str, protocol: Protocol) -> str:
+    """How to obtain the data a run of `protocol` reads, in one line."""
     s = domain_settings(env_name)
-    if s.shards_dir_name is not None:
+    if protocol.trqam_data and s.large:
         return (f'put its {s.dataset_size // 1_000_000}M transitions as 1M-transition .npz shards into '
-                f'{os.path.join(dataset_dir, s.shards_dir_name)}/ (OGBench publishes {s.name}-100m-v0/ shard folders; '
-                'see DomainSettings.shards_dir_name in utils/domains.py)')
+                f'{os.path.join(dataset_dir, s.shards_dir_name)}/ ({LARGE_DATASET_SOURCES[s.name]}; see the README), '
+                'or run the QAM paper\'s protocol on the 1M dataset with --protocol=qam')
     if s.generatable:
         return (f'python experiments/generate_dataset.py --env_name={s.dataset_name} --dataset_dir={dataset_dir} '
                 '(or download it)')

@@ -62,10 +62,18 @@ def _scalar(value):
 
 
 def read_csv(path: str):
-    """Rows of a logged CSV as dicts of floats (empty cells are NaN)."""
+    """Rows of a logged CSV: numbers as floats, empty cells NaN, other text (the `phase` column) kept."""
+
+    def value(text):
+        if text in ('', None):
+            return float('nan')
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
     with open(path, newline='') as f:
-        return [{key: float(value) if value not in ('', None) else float('nan') for key, value in row.items()}
-                for row in csv.DictReader(f)]
+        return [{key: value(text) for key, text in row.items()} for row in csv.DictReader(f)]
 
 
 class WandbLogger:
@@ -87,6 +95,12 @@ class WandbLogger:
     def log(self, row: Dict[str, float], step: int):
         if self.run is not None:
             self.run.log({key: _scalar(value) for key, value in row.items()}, step=step)
+
+    def log_video(self, path: str, step: int):
+        if self.run is not None:
+            import wandb
+
+            self.run.log({f'evaluation/video/{os.path.basename(path)}': wandb.Video(path, format='mp4')}, step=step)
 
     def finish(self):
         if self.run is not None:
@@ -115,6 +129,10 @@ class RunLogger:
         stream = 'eval' if any(key.startswith(EVALUATION_PREFIX) for key in row) else 'train'
         self.csv[stream].log(row, step)
         self.wandb.log(row, step)
+
+    def log_video(self, path: str, step: int):
+        """An evaluation video (written to `path` already) to wandb, when it is on."""
+        self.wandb.log_video(path, step)
 
     def latest(self, key: str):
         """The last logged value of `key` (None if it was never logged)."""

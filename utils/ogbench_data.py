@@ -543,6 +543,13 @@ def make_env_and_datasets(
     return env, eval_env, train, val
 
 
+def make_env(env_name: str, render: bool = False):
+    """A fresh single-task environment (for acting: evaluation and the online phase); with `render`, its
+    `render()` returns RGB frames."""
+    kwargs = {'render_mode': 'rgb_array'} if render else {}
+    return _ogbench().make_env_and_datasets(env_name, env_only=True, **kwargs)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Sharded datasets.
 # ----------------------------------------------------------------------------------------------------------------------

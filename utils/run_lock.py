@@ -44,3 +44,25 @@ class RunLock:
             self._file.close()
             self._file = None
         return False
+
+
+class RunLocks:
+    """The locks of several run directories (the seeds of one run), all or none."""
+
+    def __init__(self, run_dirs):
+        self.locks = [RunLock(run_dir) for run_dir in run_dirs]
+        self.held = []
+
+    def __enter__(self):
+        try:
+            for lock in self.locks:
+                self.held.append(lock.__enter__())
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        while self.held:
+            self.held.pop().__exit__()
+        return False

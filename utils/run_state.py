@@ -1,22 +1,25 @@
-"""The state of a run (agent, replay buffer, counters) and its checkpoints.
+"""The state of a run (a group of seeds: agents, online replay buffers, counters) and its checkpoints.
 
-A checkpoint holds the agent's arrays under `agent/...`, the online transitions collected so far under
-`replay/...` (absent offline: the offline data is read again from its files) and the counters as JSON.
+Every seed has its own run directory and checkpoints, laid out as a single-seed run's: the agent's arrays
+under `agent/...`, the online transitions collected so far under `replay/...` (absent offline: the
+offline data is read again from its files) and the counters as JSON.
 """
 
 import dataclasses
 import os
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from utils.acting import SeedActing
 from utils.checkpoints import Checkpointer, flatten_state, unflatten_like
 from utils.datasets import TRANSITION_KEYS, Dataset
 from utils.errors import RunError
 from utils.run_dir import CHECKPOINT_DIR
+from utils.seeds import stack, take, unstack
 
 AGENT_KEY, REPLAY_KEY = 'agent', 'replay'
 FLOW_PREFIX = f'{AGENT_KEY}/network/params/modules_flow/'  # the BC flow of a --bc_only run
@@ -24,17 +27,35 @@ FLOW_PREFIX = f'{AGENT_KEY}/network/params/modules_flow/'  # the BC flow of a --
 
 @dataclasses.dataclass(frozen=True)
 class RunState:
-    agent: Any
-    replay: Dataset  # offline rows [0, offline_size), then the online transitions
-    offline_size: int
+    agents: Any  # stacked on the seed axis
+    online: Optional[Dataset]  # each seed's online transitions, stacked (None for a run without online phase)
     step: int
-    episode_index: int  # online episodes finished
+    acting: Tuple[SeedActing, ...]  # per seed
 
-    def online_transitions(self) -> Optional[Dict[str, np.ndarray]]:
-        size = int(self.replay.size)
-        if size == self.offline_size:
+    @property
+    def num_seeds(self) -> int:
+        return len(self.acting)
+
+    def online_transitions(self, k: int) -> Optional[Dict[str, np.ndarray]]:
+        """Seed k's online transitions so far (None before the first)."""
+        if self.online is None:
             return None
-        return {key: np.asarray(getattr(self.replay, key)[self.offline_size:size]) for key in TRANSITION_KEYS}
+        size = int(self.online.size[k])
+        if size == 0:
+            return None
+        return {key: np.asarray(getattr(self.online, key)[k, :size]) for key in TRANSITION_KEYS}
+
+    def keep(self, positions) -> 'RunState':
+        """The state of the seeds at `positions` only."""
+        online = None if self.online is None else take(self.online, positions)
+        return RunState(take(self.agents, positions), online, self.step, tuple(self.acting[k] for k in positions))
+
+
+def online_buffers(transitions, capacity: int, example: Dict[str, np.ndarray]) -> Dataset:
+    """The seeds' online buffers, stacked: room for `capacity` transitions each, filled with `transitions[k]`
+    (None: empty). `example`: a transition dict giving the shapes."""
+    empty = {key: np.zeros((0, *np.shape(value)[1:]), np.float32) for key, value in example.items()}
+    return stack([Dataset.create(t if t is not None else empty, capacity=capacity) for t in transitions])
 
 
 class NonFiniteState(RunError):
@@ -53,31 +74,37 @@ def non_finite_arrays(tree):
     return [name for name, finite in zip(names, jax.device_get(_finite_leaves(tree))) if not finite]
 
 
-def save_state(checkpointer: Checkpointer, state: RunState, settings: dict):
-    """Saves `state` with the run's `settings` (what flags.json records); refuses a non-finite state, so
-    every checkpoint is one a run can resume from."""
-    arrays = {AGENT_KEY: state.agent}
-    online = state.online_transitions()
+def seed_arrays(state: RunState, k: int) -> Dict[str, Any]:
+    arrays = {AGENT_KEY: unstack(state.agents, k)}
+    online = state.online_transitions(k)
     if online is not None:
         arrays[REPLAY_KEY] = online
+    return arrays
+
+
+def save_state(checkpointer: Checkpointer, state: RunState, k: int, settings: dict):
+    """Saves seed k of `state` with its run's `settings` (what flags.json records); refuses a non-finite
+    state, so every checkpoint is one a run can resume from."""
+    arrays = seed_arrays(state, k)
     bad = non_finite_arrays(arrays)
     if bad:
         raise NonFiniteState(f'{", ".join(bad[:5])}{" and more" if len(bad) > 5 else ""} became non-finite '
                              f'by step {state.step}')
-    checkpointer.save(state.step, arrays, {'step': state.step, 'episode_index': state.episode_index,
+    acting = state.acting[k]
+    checkpointer.save(state.step, arrays, {'step': state.step, 'episode_index': acting.episode_index,
+                                           'action_queue': [action.tolist() for action in acting.queue],
                                            'settings': settings})
 
 
-def checkpoint_bytes(state: RunState) -> int:
-    """About the size of the checkpoint of `state` (its arrays)."""
-    arrays = [state.agent, state.online_transitions() or {}]
-    return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(arrays)))
+def checkpoint_bytes(state: RunState, k: int) -> int:
+    """About the size of seed k's checkpoint (its arrays)."""
+    return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(seed_arrays(state, k))))
 
 
 def restore_state(checkpointer: Checkpointer, agent_template, check=lambda saved_settings: None):
-    """(agent, online transitions or None, step, episode_index, check's result) of the newest intact
-    checkpoint, or None when there is none. `check` sees the checkpoint's settings (None for checkpoints
-    older than this format) before any array is unpacked, and may refuse them by raising."""
+    """(agent, online transitions or None, step, SeedActing, check's result) of the newest intact checkpoint,
+    or None when there is none. `check` sees the checkpoint's settings (None for checkpoints older than this
+    format) before any array is unpacked, and may refuse them by raising."""
     restored = checkpointer.restore_latest_intact(warn=lambda line: print(line, file=sys.stderr))
     if restored is None:
         return None
@@ -85,7 +112,8 @@ def restore_state(checkpointer: Checkpointer, agent_template, check=lambda saved
     checked = check(metadata.get('settings'))
     agent = unflatten_like(agent_template, _under(flat, AGENT_KEY + '/'))
     replay = _under(flat, REPLAY_KEY + '/') or None
-    return agent, replay, metadata['step'], metadata['episode_index'], checked
+    queue = tuple(np.asarray(action, np.float32) for action in metadata.get('action_queue', ()))
+    return agent, replay, metadata['step'], SeedActing(metadata['episode_index'], queue), checked
 
 
 def settings_changes(saved: dict, current: dict, free=()) -> Dict[str, tuple]:

@@ -27,23 +27,22 @@ class Schedule:
 
     def next_offline_stop(self, step: int) -> int:
         """The step the next offline call ends at: `steps_per_call` later, or the next event, whichever is
-        first, so every event lands exactly on its step."""
-        intervals = (self.log_interval, self.eval_interval, self.save_interval, self.shard_interval)
+        first, so every event lands exactly on its step. A shard rotates before every update that is a
+        multiple of its interval (utils/offline_data.py), so a call ends just before it."""
+        intervals = (self.log_interval, self.eval_interval, self.save_interval)
         stops = [self.offline_steps, step + self.steps_per_call]
         stops += [(step // interval + 1) * interval for interval in intervals if interval > 0]
+        if self.shard_interval > 0:
+            stops.append(((step + 1) // self.shard_interval + 1) * self.shard_interval - 1)
         return min(stops)
 
     def logs(self, step: int) -> bool:
         return is_due(step, self.log_interval)
 
     def evaluates(self, step: int) -> bool:
-        """At every eval_interval and at the end of the run."""
-        return is_due(step, self.eval_interval) or step == self.total_steps
+        """At every eval_interval, at the end of the offline phase and at the end of the run."""
+        return is_due(step, self.eval_interval) or step in (self.offline_steps, self.total_steps)
 
-    def saves_offline(self, step: int) -> bool:
-        """At every save_interval and at the end of the offline phase."""
-        return is_due(step, self.save_interval) or step == self.offline_steps
-
-    def save_due_online(self, step: int) -> bool:
-        """A save_interval has passed: the online phase saves at the next episode end (and at its end)."""
-        return is_due(step, self.save_interval)
+    def saves(self, step: int) -> bool:
+        """At every save_interval and at the end of each phase."""
+        return is_due(step, self.save_interval) or step in (self.offline_steps, self.total_steps)

@@ -1,11 +1,12 @@
-"""The jitted training step shared by every agent and phase: sample chunked batches on the device and
+"""The jitted training steps shared by every agent and phase: sample chunked batches on the device and
 update, `num_updates` times in one `lax.scan`, so the accelerator never waits for Python."""
 
 from functools import partial
 
 import jax
 
-from utils.datasets import sample_sequences
+from utils.datasets import ReplayBuffer, add_transition, sample_sequences
+from utils.seeds import map_seeds
 
 # XLA:CPU hands dots to YNNPACK fusions by default. At small sizes, where the cost per op dominates, XLA's
 # own dot emitter is faster (measure with experiments/benchmark.py); at the paper's size the two are
@@ -18,14 +19,10 @@ def run_keys(seed: int):
     return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1))
 
 
-def train_step(agent, dataset, data_key, step, *, batch_size, horizon_length):
-    """One update at `step`: the batch drawn with `fold_in(data_key, step)`, then `agent.update`.
-
-    The inner step of `train_steps`, un-jitted so it can be scanned or vmapped (experiments/multi_seed.py).
-    """
-    batch = sample_sequences(
-        dataset, jax.random.fold_in(data_key, step), batch_size, horizon_length, agent.config['discount']
-    )
+def train_step(agent, data, data_key, step, *, batch_size, horizon_length, balanced=False):
+    """One update at `step`: the batch drawn with `fold_in(data_key, step)`, then `agent.update`."""
+    batch = sample_sequences(data, jax.random.fold_in(data_key, step), batch_size, horizon_length,
+                             agent.config['discount'], balanced)
     return agent.update(batch)
 
 
@@ -33,8 +30,9 @@ def train_step(agent, dataset, data_key, step, *, batch_size, horizon_length):
     jax.jit, static_argnames=('num_updates', 'batch_size', 'horizon_length'), donate_argnums=0,
     compiler_options=TRAIN_COMPILER_OPTIONS,
 )
-def train_steps(agent, dataset, data_key, first_step, *, num_updates, batch_size, horizon_length):
-    """Runs updates for steps first_step .. first_step + num_updates - 1.
+def train_steps(agent, data, data_key, first_step, *, num_updates, batch_size, horizon_length):
+    """Runs updates for steps first_step .. first_step + num_updates - 1 of one agent on `data` (a
+    `Dataset` or `ReplayBuffer`).
 
     The batch of step n is drawn with `fold_in(data_key, n)`, so the stream of batches depends only on
     the step, not on how the steps are grouped into calls (exact resume). Returns the new agent and the
@@ -42,7 +40,37 @@ def train_steps(agent, dataset, data_key, first_step, *, num_updates, batch_size
     """
 
     def one_update(agent, step):
-        return train_step(agent, dataset, data_key, step, batch_size=batch_size, horizon_length=horizon_length)
+        return train_step(agent, data, data_key, step, batch_size=batch_size, horizon_length=horizon_length)
 
     agent, infos = jax.lax.scan(one_update, agent, first_step + jax.numpy.arange(num_updates))
     return agent, jax.tree_util.tree_map(lambda values: values[-1], infos)
+
+
+@partial(
+    jax.jit, static_argnames=('num_updates', 'batch_size', 'horizon_length', 'balanced'), donate_argnums=0,
+    compiler_options=TRAIN_COMPILER_OPTIONS,
+)
+def train_seeds(agents, offline, online, data_keys, first_step, *, num_updates, batch_size, horizon_length,
+                balanced=False):
+    """`train_steps` for a group of seeds: `agents`, `online` (None offline) and `data_keys` stacked on a
+    leading seed axis, the offline data shared. Seed i draws its batches from its own replay buffer (the
+    offline data, then its online transitions) with its own key. Metrics have the seed axis."""
+
+    def one_seed(agent, online, data_key, step):
+        data = offline if online is None else ReplayBuffer(offline, online)
+        return train_step(agent, data, data_key, step, batch_size=batch_size, horizon_length=horizon_length,
+                          balanced=balanced)
+
+    update = map_seeds(one_seed, in_axes=(0, None if online is None else 0, 0, None))
+
+    def one_update(agents, step):
+        return update(agents, online, data_keys, step)
+
+    agents, infos = jax.lax.scan(one_update, agents, first_step + jax.numpy.arange(num_updates))
+    return agents, jax.tree_util.tree_map(lambda values: values[-1], infos)
+
+
+@partial(jax.jit, donate_argnums=0)
+def add_transitions(online, transitions):
+    """Appends one transition per seed to the seeds' online buffers (stacked; donated)."""
+    return map_seeds(add_transition.__wrapped__, in_axes=(0, 0))(online, transitions)
