@@ -555,11 +555,18 @@ class CostModel:
             return 1.0
         table = self.costs.get('seed_group_speedup') or {}
         size = job.size if job.size in table or job.size != 'large' else 'paper'
-        value = (table.get(size) or {}).get(str(num_seeds))
+        row = table.get(size) or {}
+        value = row.get(str(num_seeds))
         if value is None:
-            self._note(f'{num_seeds} seeds per process at size {job.size} costed as {num_seeds} single-seed processes '
-                       f'(the file has no {num_seeds}-seed speed-up for it)')
-            return 1.0
+            # A group is at least as efficient as a smaller one: the largest group measured below it, else none.
+            smaller = max((int(n) for n in row if 1 < int(n) < num_seeds), default=None)
+            if smaller is None:
+                self._note(f'{num_seeds} seeds per process at size {job.size} costed as {num_seeds} single-seed '
+                           f'processes (the file has no {num_seeds}-seed speed-up for it)')
+                return 1.0
+            self._note(f'{num_seeds} seeds per process at size {job.size} costed with the {smaller}-seed speed-up '
+                       f'(the file has none for {num_seeds} seeds)')
+            value = row[str(smaller)]
         if size != job.size:
             self._note(f'{num_seeds} seeds per process at 4 x 1024 sped up as at 4 x 512')
         return float(value)

@@ -402,12 +402,15 @@ COSTS = {  # experiments/benchmark.py's costs schema (its check_costs)
 }
 
 
+def costed_sweep(dataset_dir, seeds_per_job):
+    return sweep.build_sweep(sweep.resolve_spec(
+        'paper', dataset_dir=str(dataset_dir), methods=('TRQAM', 'FQL'), domains=('cube-double-play', 'cube-triple-play'),
+        tasks=(1,), seeds=(0, 1, 2, 3), seeds_per_job=seeds_per_job, bc_steps=1000, offline_steps=2000,
+        online_steps=1000, main_flags={'eval_interval': 1000, 'eval_episodes': 10}))
+
+
 def test_device_hours_from_a_costs_file(tmp_path):
-    spec = sweep.resolve_spec('paper', dataset_dir=str(tmp_path), methods=('TRQAM', 'FQL'),
-                              domains=('cube-double-play', 'cube-triple-play'), tasks=(1,), seeds=(0, 1, 2, 3),
-                              seeds_per_job=2, bc_steps=1000, offline_steps=2000, online_steps=1000,
-                              main_flags={'eval_interval': 1000, 'eval_episodes': 10})
-    table = sweep.build_sweep(spec)
+    table = costed_sweep(tmp_path, seeds_per_job=2)
     assert [job.size for job in table.bc_jobs] == ['paper', 'paper', 'large', 'large']
     assert [job.evaluations for job in table.bc_jobs + table.rl_jobs[:1]] == [1, 1, 1, 1, 3]
     # One seed per process, per seed (ms): BC 1000 updates + 1 evaluation of 10 episodes; methods 3000 updates
@@ -428,6 +431,9 @@ def test_device_hours_from_a_costs_file(tmp_path):
     assert 'measured on test device' in report and 'seeds_per_job=1: 24 jobs' in report
     assert 'seeds_per_job=2: 12 jobs' in report and 'fql at 4 x 1024 costed as 4 x its 4 x 512 cost' in report
     assert '2 seeds per process at 4 x 1024 sped up as at 4 x 512' in report
+    # Four seeds per process with only a 2-seed figure: a group is at least as efficient as a smaller one.
+    four = sweep.estimate(costed_sweep(tmp_path, seeds_per_job=4), COSTS)
+    assert four['jobs'] == 2 + 4 and four['total'] == pytest.approx(one['total'] / 1.6)
     # Without a 2-seed figure: 2 single-seed processes; an agent without a cost is named.
     partial = {**COSTS, 'seed_group_speedup': {}, 'ms_per_update': {'trqam': {'paper': 10, 'large': 30}}}
     costs_file.write_text(json.dumps(partial))
@@ -442,8 +448,7 @@ def test_the_committed_costs_file():
     assert costs['device'] and costs['command']
     from experiments import benchmark
 
-    if hasattr(benchmark, 'check_costs'):  # the schema experiments/benchmark.py --out writes
-        benchmark.check_costs(costs)
+    benchmark.check_costs(costs)  # the schema experiments/benchmark.py --out writes
     model = sweep.CostModel(costs)
     for method in [METHODS[label] for label in paper_methods()] + [METHODS['BC']]:
         for size in ('paper', 'large', 'small'):
