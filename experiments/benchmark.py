@@ -161,10 +161,6 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
-
-
 class CpuMeter:
     """How much CPU the machine spent during a measurement, and how much of it was not ours: on a shared
     machine a parallel speed-up needs idle cores. `stop(own_seconds)` -> {'wall_s', 'busy_cores' (all
@@ -688,6 +684,8 @@ COSTS_KEYS = ('device', 'command', 'ms_per_update', 'seed_group_speedup', 'eval_
 def device_name() -> str:
     import jax
 
+    from utils.run import available_cores
+
     device = jax.devices()[0]
     if device.platform == 'cpu':
         info = environment_info()
@@ -1051,13 +1049,14 @@ def eval_benchmark(agents, sizes, env_name=RUN_ENV, episodes=50, workers=-1, rep
     from utils.env_pool import EnvPool
     from utils.ogbench_data import make_env
     from utils.prng import use_unrolled_threefry_on_cpu
+    from utils.run import workers_for
 
     use_unrolled_threefry_on_cpu()
     unknown = [way for way in ways if way not in EVAL_WAYS]
     if unknown or 'sequential' not in ways:
         raise ValueError(f'Evaluation ways {list(ways)}: each of {", ".join(EVAL_WAYS)}, with sequential.')
-    workers = available_cores() if workers < 0 else workers
     num_envs = evaluation_slots(1, episodes, eval_envs)
+    workers = workers_for(num_envs, workers)  # main.py's rule
     factory = functools.partial(make_env, env_name)
     env = factory()
     obs_dim, action_dim = env.observation_space.shape[-1], env.action_space.shape[-1]

@@ -31,10 +31,10 @@ def episode_seed(seed: int, stream: int, index: int) -> int:
 
 
 @jax.jit
-def sample_chunks(agents, observations, keys):
-    """Seed i's action chunk at its observation with its key (all stacked on the seed axis)."""
-    return map_seeds(lambda agent, observation, key: agent.sample_actions(observation, key), (0, 0, 0))(
-        agents, observations, keys)
+def sample_chunks(agents, observations, keys, step):
+    """Seed i's action chunk at its observation with the key `fold_in(keys[i], step)` (stacked on the seed axis)."""
+    return map_seeds(lambda agent, observation, key: agent.sample_actions(observation, jax.random.fold_in(key, step)),
+                     (0, 0, 0))(agents, observations, keys)
 
 
 @jax.jit
@@ -171,8 +171,7 @@ class OnlineCollector:
                         generator = np.random.default_rng(episode_seed(self.seeds[k], RANDOM_ACTIONS, step))
                         queue.append(generator.uniform(-1.0, 1.0, self.action_dim).astype(np.float32))
             else:
-                keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(act_keys, step)
-                chunks = np.asarray(sample_chunks(agents, np.stack(self.observations), keys))
+                chunks = np.asarray(sample_chunks(agents, np.stack(self.observations), act_keys, step))
                 for k, queue in enumerate(queues):
                     if not queue:
                         queue.extend(chunks[k].reshape(-1, self.action_dim))
