@@ -28,81 +28,26 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from utils.domains import get_protocol, how_to_get
-from utils.acting import SeedActing
-from utils.errors import Preempted, RunError, debug_requested, disk_full_message, is_disk_full
-from utils.offline_data import load_offline_data
-from utils.preemption import StopSignals
-from utils.prng import use_unrolled_threefry_on_cpu
-from utils.run import Run, TrainingDiverged
-from utils.run_config import ConfigMismatch, check_resume, describe, recorded_settings, resolve_config  # noqa: F401
-from utils.run_lock import RunDirectoryInUse, RunLocks
-from utils.run_state import RunState, load_flow_params, online_buffers, restore_state
-from utils.seeds import stack
-from utils.training import add_transitions
+from core.errors import Preempted, RunError, debug_requested, disk_full_message, is_disk_full
+from envs.offline_data import load_offline_data
+from protocols.domains import get_protocol, how_to_get
+from runner import flags as runner_flags
+from runner.acting import SeedActing
+from runner.flags import FLAG_NAMES, default_flag_values, define_flags
+from runner.locks import RunDirectoryInUse, RunLocks
+from runner.prng import use_unrolled_threefry_on_cpu
+from runner.seed_axis import stack
+from runner.seed_group import SeedGroup, TrainingDiverged
+from runner.settings import check_resume, describe, resolve_config
+from runner.signals import StopSignals
+from runner.state import RunState, load_flow_params, online_buffers, restore_state
+from runner.training import add_transitions
 
 FLAGS = flags.FLAGS
 BC_WAIT_SECONDS = 30  # between looks at a BC run another process is training
 
-flags.DEFINE_string('env_name', 'cube-single-play-singletask-task1-v0', 'OGBench single-task environment or '
-                    'Robomimic dataset (e.g. lift-mh-low_dim).')
-flags.DEFINE_enum('protocol', 'trqam', ['trqam', 'qam', 'none'], 'Per-domain settings and stages of a paper '
-                  '(utils/domains.py): trqam (BC pre-training, the TRQAM paper), qam (the QAM paper), none (the '
-                  'flags and the agent config only). Flags given explicitly always win.')
-flags.DEFINE_integer('seed', 0, 'Random seed (networks, batches, environment resets).')
-flags.DEFINE_list('seeds', None, 'Several seeds trained in one program, e.g. 0,1,2,3 (default: --seed).')
-flags.DEFINE_string('dataset_dir', None, 'Folder of the datasets (default: ogbench\'s ~/.ogbench/data, Robomimic\'s '
-                    '~/.robomimic).')
-flags.DEFINE_string('dataset_path', None, 'One dataset file (overrides --dataset_dir).')
-flags.DEFINE_string('dataset_shards_dir', None, 'Folder of 1M-transition .npz shards (the 10M/100M datasets; default: '
-                    'the protocol\'s).')
-flags.DEFINE_integer('dataset_replace_interval', 1000, 'Steps between shard rotations, offline and online.')
-flags.DEFINE_bool('sparse', None, 'Sparse rewards r -> -1[r != 0] (default: the protocol\'s; puzzle and scene).')
-flags.DEFINE_integer('bc_steps', None, 'Steps of the BC pre-training stage (default: the protocol\'s, 300K for trqam, '
-                     'none for qam; 300K with --bc_only).')
-flags.DEFINE_integer('offline_steps', 1_000_000, 'Offline gradient steps.')
-flags.DEFINE_integer('online_steps', 500_000, 'Online environment steps after the offline phase.')
-flags.DEFINE_integer('horizon_length', None, 'Action chunk length H (default: the protocol\'s, else the agent '
-                     'config\'s, else 5 manipulation / 1 maze).')
-flags.DEFINE_integer('start_training', 5000, 'Online steps collected before online updates start.')
-flags.DEFINE_integer('utd_ratio', 1, 'Online gradient updates per environment step (one scanned call).')
-flags.DEFINE_bool('balanced_sampling', False, 'Online batches half offline data, half online transitions, and '
-                  'uniform random actions before --start_training (the authors\' option).')
-flags.DEFINE_integer('steps_per_call', 100, 'Offline updates per jitted call.')
-flags.DEFINE_integer('log_interval', 5000, 'Steps between training-metric rows.')
-flags.DEFINE_integer('eval_interval', 50_000, 'Steps between evaluations (also at the end of each phase; 0: only '
-                     'there).')
-flags.DEFINE_integer('eval_episodes', 50, 'Episodes per evaluation.')
-flags.DEFINE_integer('eval_workers', -1, 'Processes that step the evaluation episodes in parallel (-1: one per CPU '
-                     'core; 0: this process).')
-flags.DEFINE_integer('eval_envs', 16, 'Evaluation environments at once, all seeds together (each OGBench manipulation '
-                     'environment holds 100-200 MB; a batched policy call serves them all).')
-flags.DEFINE_integer('video_episodes', 0, 'Evaluation episodes rendered to MP4 (videos/ in the run directory).')
-flags.DEFINE_integer('save_interval', 100_000, 'Steps between checkpoints.')
-flags.DEFINE_string('save_dir', 'runs', 'Parent folder of run directories.')
-flags.DEFINE_string('run_name', None, 'Run directory name (default: method_env_seed; "{seed}" is replaced by each '
-                    'seed).')
-flags.DEFINE_bool('bc_only', False, 'Only the BC pre-training stage, with the --agent network sizes.')
-flags.DEFINE_string('pretrained_actor_path', None, 'Run directory of a BC run to start the flow networks from '
-                    '("{seed}" is replaced by each seed; default under --protocol=trqam: the shared BC run).')
-flags.DEFINE_string('wandb_mode', 'disabled', 'wandb mode: disabled (no account needed), offline or online.')
-flags.DEFINE_string('wandb_project', 'trqam', 'wandb project.')
-flags.DEFINE_string('wandb_group', 'default', 'wandb group.')
-flags.DEFINE_bool('allow_config_change', False, 'Resume although flags or agent config differ from the checkpoint\'s '
-                  '(the changes are recorded in flags.json).')
-flags.DEFINE_bool('debug', False, 'Show the traceback of errors that otherwise get a one-screen message '
-                  '(also TRQAM_DEBUG=1).')
-
-config_flags.DEFINE_config_file('agent', 'agents/trqam.py', 'Agent config file; override keys with --agent.key=value.')
-
-
-def default_flag_values() -> dict:
-    """main.py's flags at their defaults (the agent config aside): the starting point of `train` from Python."""
-    return {flag.name: flag.default for flag in _own_flags()}
-
-
-def _own_flags():
-    return [flag for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__]) if flag.name != 'agent']
+define_flags(FLAGS)
+flags.adopt_module_key_flags(runner_flags)  # --help lists them as main.py's
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -136,7 +81,7 @@ def bc_stage(flag_values, agent_config, stop, explicit):
     taking its lock, so the methods of a task can start together), else trained or resumed here. While another
     process trains it, this one waits."""
     config = resolve_config(flag_values, agent_config, explicit, default_flag_values())
-    if all(Run.finished(config, k) for k in range(len(config.seeds))):
+    if all(SeedGroup.finished(config, k) for k in range(len(config.seeds))):
         print(f'BC pre-training (stage 1) complete: {", ".join(config.run_dirs)}', flush=True)
         return
     while True:
@@ -154,7 +99,7 @@ def seed_groups(config):
     """The seeds of the run, in groups that resume from the same step (all of them, normally)."""
     by_step = {}
     for position, run_dir in enumerate(config.run_dirs):
-        by_step.setdefault(Run.latest_checkpoint(run_dir), []).append(position)
+        by_step.setdefault(SeedGroup.latest_checkpoint(run_dir), []).append(position)
     return list(by_step.values())
 
 
@@ -162,7 +107,7 @@ def run_seeds(config, positions, stop):
     """The offline and online phases of the seeds at `positions` of the run, which resume from one step."""
     with RunLocks([config.run_dirs[k] for k in positions]):
         data = load_data(config)
-        run = Run(config, positions, stop, data.make_env, data.action_dim)
+        run = SeedGroup(config, positions, stop, data.make_env, data.action_dim)
         try:
             state = restore_or_create_state(config, data, run)
             state = offline_phase(state, data, run)
@@ -188,7 +133,7 @@ def load_data(config):
         raise
 
 
-def restore_or_create_state(config, data, run: Run) -> RunState:
+def restore_or_create_state(config, data, run: SeedGroup) -> RunState:
     """Each seed from the newest intact checkpoint of its run directory, or fresh at step 0; then the run's
     logs, opened at that step. A checkpoint whose settings differ from the config is refused unless
     --allow_config_change."""
@@ -217,7 +162,7 @@ def restore_or_create_state(config, data, run: Run) -> RunState:
     return state
 
 
-def offline_phase(state: RunState, data, run: Run) -> RunState:
+def offline_phase(state: RunState, data, run: SeedGroup) -> RunState:
     """Offline updates, many per jitted call, stopping exactly at every log/eval/save/shard event."""
     schedule = run.config.schedule
     while state.step < schedule.offline_steps:
@@ -231,7 +176,7 @@ def offline_phase(state: RunState, data, run: Run) -> RunState:
     return state
 
 
-def online_phase(state: RunState, data, run: Run, end_step: int = None) -> RunState:
+def online_phase(state: RunState, data, run: SeedGroup, end_step: int = None) -> RunState:
     """Online fine-tuning up to `end_step` (default: the end of the run): chunks executed open-loop in every
     seed's environment, every transition into its replay buffer, `utd_ratio` updates per step once
     `start_training` steps are in. The offline part of the buffers keeps rotating through the shards."""
@@ -281,7 +226,7 @@ def parse_flags(argv):
 
 def explicit_settings() -> set:
     """The flags and agent keys given on the command line."""
-    given = {flag.name for flag in _own_flags() if flag.present}
+    given = {name for name in FLAG_NAMES if FLAGS[name].present}
     return given | {f'agent.{key}' for key in config_flags.get_override_values(FLAGS['agent'])}
 
 
@@ -289,7 +234,7 @@ def main(_):
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
     with StopSignals() as stop:
         try:
-            train({flag.name: flag.value for flag in _own_flags()}, FLAGS.agent, stop, explicit_settings())
+            train({name: FLAGS[name].value for name in FLAG_NAMES}, FLAGS.agent, stop, explicit_settings())
         except Exception as error:  # noqa: BLE001 - faults with a clear message are shown without a traceback
             sys.exit(report_error(error))
 

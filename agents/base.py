@@ -11,8 +11,8 @@ import jax
 import ml_collections
 import optax
 
-from utils.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
-from utils.flax_utils import ModuleDict, TrainState, nonpytree_field
+from core.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
+from core.flax_utils import ModuleDict, TrainState, nonpytree_field
 
 
 def freeze_config(config, **derived) -> ml_collections.FrozenConfigDict:

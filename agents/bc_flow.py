@@ -8,8 +8,8 @@ import jax
 import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
-from utils.flow import euler_ode_sample, flow_matching_loss
-from utils.networks import VectorField
+from core.flow import euler_ode_sample, flow_matching_loss
+from core.networks import VectorField
 
 
 class BCFlowAgent(Agent):

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config
-from utils.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
-from utils.flow import euler_ode_sample, flow_matching_loss
-from utils.networks import Value, VectorField
+from core.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
+from core.flow import euler_ode_sample, flow_matching_loss
+from core.networks import Value, VectorField
 
 MODES = ('simple', 'mse', 'linex')
 

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config
-from utils.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
-from utils.flow import euler_ode_sample, flow_matching_loss
-from utils.networks import GaussianHead, LogParam, Value, VectorField
+from core.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
+from core.flow import euler_ode_sample, flow_matching_loss
+from core.networks import GaussianHead, LogParam, Value, VectorField
 
 
 class DSRLAgent(Agent):

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config
-from utils.flow import euler_ode_sample, flow_matching_loss
-from utils.networks import Value, VectorField
+from core.flow import euler_ode_sample, flow_matching_loss
+from core.networks import Value, VectorField
 
 
 class FQLAgent(Agent):

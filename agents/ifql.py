@@ -11,15 +11,15 @@ import jax.numpy as jnp
 import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
-from utils.critic import (
+from core.critic import (
     chunk_td_target,
     critic_info,
     ensemble_regression_loss,
     expectile_loss,
     pessimistic_ensemble_value,
 )
-from utils.flow import euler_ode_sample, flow_matching_loss
-from utils.networks import Value, VectorField
+from core.flow import euler_ode_sample, flow_matching_loss
+from core.networks import Value, VectorField
 
 
 class IFQLAgent(Agent):

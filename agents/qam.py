@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from agents.base import Agent, build_network, chunk_dim_of, freeze_config
-from utils.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
-from utils.flow import (
+from core.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
+from core.flow import (
     adjoint_matching_loss,
     euler_ode_sample,
     flow_matching_loss,
@@ -22,7 +22,7 @@ from utils.flow import (
     path_kl,
     terminal_adjoint,
 )
-from utils.networks import GaussianHead, LogParam, Value, VectorField
+from core.networks import GaussianHead, LogParam, Value, VectorField
 
 
 class QAMAgent(Agent):

@@ -13,7 +13,7 @@ stops before the step, are listed and never averaged in. `--reference` puts the 
 ours (QAM paper per domain and "all"; the TRQAM paper's offline "all" row), from the data files in
 experiments/reference_results/ (their README says where the numbers come from).
 
-Methods are labelled from the agent config by the registry (`agents.method_of`: qam with edit_scale > 0 is
+Methods are labelled from the agent config by the registry (`protocols.methods.method_of`: qam with edit_scale > 0 is
 QAM-E, ...); --bc_only runs are BC. A run whose configuration is also another method's configuration on its
 domain under its protocol (the registry's `Method.is_configured_as`: QAM on scene / cube-double, where the
 QAM paper's QAM-E has edit_scale 0) counts for both.
@@ -42,11 +42,11 @@ import numpy as np
 if __package__ in (None, ''):  # `python experiments/aggregate.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agents import BC, METHODS, method_of, paper_methods  # noqa: E402
-from utils import domains as domains_lib  # noqa: E402
-from utils import run_dir as layout  # noqa: E402
-from utils.logging import read_csv  # noqa: E402
-from utils.robomimic import is_robomimic  # noqa: E402
+from protocols.methods import BC, METHODS, method_of, paper_methods  # noqa: E402
+from protocols import domains as domains_lib  # noqa: E402
+from runner import layout  # noqa: E402
+from runner.logs import read_csv  # noqa: E402
+from envs.robomimic import is_robomimic  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The published numbers, in the repository (experiments/reference_results/README.md says where they come from).
@@ -54,7 +54,7 @@ DEFAULT_REFERENCE_DIR = 'experiments/reference_results'
 QAM_PAPER_FILE = 'qam_paper_success.csv'  # QAM paper: per domain and "all", offline and online
 TRQAM_PAPER_FILE = 'trqam_paper_aggregate.csv'  # TRQAM paper: offline "all" only
 REFERENCE_FILES = {'qam_paper': QAM_PAPER_FILE, 'trqam_paper': TRQAM_PAPER_FILE}
-SUCCESS_KEY = 'evaluation/success'
+SUCCESS_KEY = layout.SUCCESS_KEY
 SINGLE_TASK_NAME = re.compile(r'.-singletask(-task\d+)?-v\d+$')
 DUAL_KEYS = ('training/dual/lambda', 'training/dual/path_kl', 'training/dual/kl_ema', 'training/dual/kl_budget')
 REFERENCE_PHASES = {'offline_end': 'offline_1M', 'online_end': 'online_end_1.5M'}
@@ -66,7 +66,7 @@ REFERENCE_PHASES = {'offline_end': 'offline_1M', 'online_end': 'online_end_1.5M'
 
 
 @dataclasses.dataclass
-class Run:
+class RunRecord:
     run_dir: str
     method: str
     agent_name: str
@@ -119,7 +119,7 @@ def method_label(agent_config: dict, bc_only: bool = False) -> str:
         return str(agent_config.get('agent_name', '')).upper()
 
 
-def aliases(run: Run) -> List[str]:
+def aliases(run: RunRecord) -> List[str]:
     """Other paper methods whose per-domain configuration under the run's protocol (network sizes aside) is
     this run's (`Method.is_configured_as`, the rule the sweep launches such runs once by)."""
 
@@ -130,7 +130,7 @@ def aliases(run: Run) -> List[str]:
             and METHODS[label].is_configured_as(run.config, run.env_name, run.protocol, run.method)]
 
 
-def load_run(run_dir: str) -> Optional[Run]:
+def load_run(run_dir: str) -> Optional[RunRecord]:
     with open(os.path.join(run_dir, layout.FLAGS_FILE)) as f:
         flags = json.load(f)
     config = flags.get('agent')
@@ -141,14 +141,14 @@ def load_run(run_dir: str) -> Optional[Run]:
     rows = read_csv(eval_path) if os.path.exists(eval_path) else []
     rows.sort(key=lambda row: row['step'])
     env_name = flags['env_name']
-    return Run(run_dir=run_dir, method=method_label(config, bc_only), agent_name=config.get('agent_name', ''),
+    return RunRecord(run_dir=run_dir, method=method_label(config, bc_only), agent_name=config.get('agent_name', ''),
                env_name=env_name, domain=domains_lib.domain_name(env_name), seed=int(flags.get('seed', 0)),
                offline_steps=int(flags.get('offline_steps') or 0),
                online_steps=0 if bc_only else int(flags.get('online_steps') or 0), config=config, eval_rows=rows,
                protocol=flags.get('protocol'))
 
 
-def load_runs(runs_dir: str, with_aliases: bool = True, protocol: Optional[str] = None) -> List[Run]:
+def load_runs(runs_dir: str, with_aliases: bool = True, protocol: Optional[str] = None) -> List[RunRecord]:
     """Every run directory under `runs_dir` (recursively: folders holding a flags.json of main.py); with
     `protocol`, only the runs made under that --protocol.
 
@@ -292,7 +292,7 @@ def _env_order(envs):
     return sorted(envs, key=key)
 
 
-def _most_complete_first(runs: List[Run], step):
+def _most_complete_first(runs: List[RunRecord], step):
     """`runs` with, among several directories of one run (same method, task and seed), the one that has
     the evaluation at `step` (else the one that got furthest) first; and a note naming the others."""
     def completeness(run):
@@ -312,7 +312,7 @@ def _most_complete_first(runs: List[Run], step):
     return ordered, notes
 
 
-def success_table(runs: List[Run], step='offline_end', expected=None, include_bc: bool = False,
+def success_table(runs: List[RunRecord], step='offline_end', expected=None, include_bc: bool = False,
                   bootstrap_reps: int = 5000, seed: int = 0, use_rliable: bool = True) -> Table:
     """The success table at `step` ('offline_end', 'online_end' or a step number).
 
@@ -355,7 +355,7 @@ def success_table(runs: List[Run], step='offline_end', expected=None, include_bc
     aliased = sorted({(run.method, run.alias_of, run.domain) for run in runs if run.alias_of})
     for method, alias_of, domain in aliased:
         notes.append(f'{method} on {domain}: the {alias_of} runs, which have its configuration there '
-                     f'(utils/domains.py).')
+                     f'(protocols/domains.py).')
 
     methods = _ordered({key[0] for key in list(scores) + [m[:3] for m in missing]}, tuple(METHODS))
     envs = _env_order({key[1] for key in list(scores) + [m[:3] for m in missing]})
@@ -703,7 +703,7 @@ def _seed_curve(runs, key, rows_of):
     return np.array(steps), np.array(means), np.array(stds)
 
 
-def plot_curves(runs: List[Run], out_dir: str, include_bc: bool = False) -> List[str]:
+def plot_curves(runs: List[RunRecord], out_dir: str, include_bc: bool = False) -> List[str]:
     """PNG files: success vs step per method for each domain (`curves_{domain}.png`; mean over seeds of
     the per-seed task average, band = std over seeds) and, for TRQAM runs, the dual variables
     (`trqam_dual_{domain}.png`: lambda_eff, path KL, its EMA and the budget vs step)."""

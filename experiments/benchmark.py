@@ -1,10 +1,10 @@
 """Speed of the library, on whatever device JAX sees: the one place the project measures it (tests never
 assert a time). Three measurements (`--mode`, comma-separated):
 
-  updates  ms per offline update of every agent (`utils.training.train_steps`), per compute dtype.
+  updates  ms per offline update of every agent (`runner.training.train_steps`), per compute dtype.
   seeds    wall time of a small full main.py run (offline, online, two evaluations) with N seeds in ONE
            process (`--seeds=0,..,N-1`) against N single-seed processes one after another.
-  eval     one evaluation of 50 episodes: in parallel (`utils.acting.evaluate`, worker processes, one
+  eval     one evaluation of 50 episodes: in parallel (`runner.acting.evaluate`, worker processes, one
            batched policy call per chunk step) against one episode at a time in this process.
 
     python experiments/benchmark.py                                     # updates: all agents, paper and small
@@ -32,12 +32,12 @@ interleaved, in alternating order; "N processes" is the sum of the single-seed p
 
 eval: cube-double (`--eval_env`) with an untrained agent at each size, `--eval_ways`: sequential (the code
 before the redesign: one environment, reset with the episode's seed, `agent.sample_actions(observation,
-fold_in(key, t))` per chunk), batched (`utils.acting.evaluate` with the environments in this process) and
-pool (`utils.acting.evaluate` on an EnvPool of `--eval_workers` processes: main.py's way, the "parallel"
+fold_in(key, t))` per chunk), batched (`runner.acting.evaluate` with the environments in this process) and
+pool (`runner.acting.evaluate` on an EnvPool of `--eval_workers` processes: main.py's way, the "parallel"
 figure). Every way must give the same success, return and length per episode; where float rounding of the
 batched policy call differs (reported), the simulation can amplify it over an episode.
 
-Agents are named by their method's slug (`agents.METHODS`: trqam, qam, qam-e, ...). Writes
+Agents are named by their method's slug (`protocols.methods.METHODS`: trqam, qam, qam-e, ...). Writes
 `{out_dir}/benchmark.json` and `{out_dir}/benchmark.md`, and with `--out=FILE` the measured costs for
 `experiments/sweep.py --costs=FILE`:
 
@@ -81,7 +81,7 @@ SIZES = {
               'batch_size': 256},
     'small': {'actor_hidden_dims': (64, 64), 'value_hidden_dims': (64, 64), 'num_qs': 2, 'batch_size': 64},
     'tiny': {'actor_hidden_dims': (16, 16), 'value_hidden_dims': (16, 16), 'num_qs': 2, 'batch_size': 8},  # tests
-    # The large-data domains' networks under the trqam protocol (utils/domains.py); not in the default sizes.
+    # The large-data domains' networks under the trqam protocol (protocols/domains.py); not in the default sizes.
     'large': {'actor_hidden_dims': (1024,) * 4, 'value_hidden_dims': (1024,) * 4, 'num_qs': 10, 'batch_size': 256,
               'actor_layer_norm': True},
 }
@@ -129,21 +129,21 @@ def synthetic_transitions(size: int, obs_dim: int = OBS_DIM, action_dim: int = A
 
 def benchmark_names():
     """Every registered method but the BC pre-training, by slug: the default agents."""
-    from agents import BC, METHODS
+    from protocols.methods import BC, METHODS
 
     return [method.slug for method in METHODS.values() if method is not BC]
 
 
 def known_names():
     """Every slug --agents accepts: the methods and the BC pre-training's."""
-    from agents import BC
+    from protocols.methods import BC
 
     return benchmark_names() + [BC.slug]
 
 
 def agent_config(name: str, size: str, dtype: str = 'float32'):
     """The config of benchmark agent `name` (a method's slug) at `size` with matrix products in `dtype`."""
-    from agents import method_by_slug
+    from protocols.methods import method_by_slug
 
     config = method_by_slug(name).default_config()
     if 'compute_dtype' not in config and dtype != 'float32':
@@ -312,7 +312,7 @@ def xla_bf16_probe(rows: int = 256, width: int = 512, repeats: int = 30) -> dict
     import jax
     import jax.numpy as jnp
 
-    from utils.training import TRAIN_COMPILER_OPTIONS
+    from runner.training import TRAIN_COMPILER_OPTIONS
 
     def product(x, w):
         return x @ w
@@ -375,13 +375,13 @@ def describe_bf16(flags: dict, probe: dict, ratios: dict) -> str:
 
 def benchmark_one(name: str, size: str, dataset, updates_per_call: int = 20, num_windows: int = 5,
                   calls_per_window: int = 1, seed: int = 0, dtype: str = 'float32') -> dict:
-    """Measures one agent at one size on the device `dataset` (a utils.datasets.Dataset)."""
+    """Measures one agent at one size on the device `dataset` (a envs.datasets.Dataset)."""
     import jax
 
-    from agents import get_agent_class
-    from utils.datasets import example_batch
-    from utils.prng import use_unrolled_threefry_on_cpu
-    from utils.training import train_steps
+    from protocols.methods import get_agent_class
+    from envs.datasets import example_batch
+    from runner.prng import use_unrolled_threefry_on_cpu
+    from runner.training import train_steps
 
     use_unrolled_threefry_on_cpu()
     config = agent_config(name, size, dtype)
@@ -497,7 +497,7 @@ def run_benchmarks(agents, sizes, dataset_size=1_000_000, updates_per_call=20, n
                                                calls_per_window, seed, dtype)
                     else:
                         if dataset is None:
-                            from utils.datasets import Dataset
+                            from envs.datasets import Dataset
 
                             dataset = Dataset.create(synthetic_transitions(dataset_size, seed=seed))
                         record = benchmark_one(name, size, dataset, updates_per_call, num_windows, calls_per_window,
@@ -684,7 +684,7 @@ COSTS_KEYS = ('device', 'command', 'ms_per_update', 'seed_group_speedup', 'eval_
 def device_name() -> str:
     import jax
 
-    from utils.run import available_cores
+    from runner.seed_group import available_cores
 
     device = jax.devices()[0]
     if device.platform == 'cpu':
@@ -786,7 +786,7 @@ def run_settings(size: str, offline_steps=None, online_steps=None, eval_episodes
 def main_command(agent: str, size: str, seeds, save_dir: str, dataset_dir: str, settings: dict,
                  env_name: str = RUN_ENV) -> list:
     """The main.py command of one run: --protocol=none and every setting explicit."""
-    from agents import method_by_slug
+    from protocols.methods import method_by_slug
 
     method = method_by_slug(agent)
     agent_flags = [f'--agent={method.agent_file}']
@@ -942,7 +942,7 @@ def sequential_evaluate(agent, env, seed: int, num_episodes: int, round_index: i
     seconds, environment seconds)."""
     import jax
 
-    from utils.acting import EVAL_ACTIONS, EVAL_RESETS, episode_seed
+    from runner.acting import EVAL_ACTIONS, EVAL_RESETS, episode_seed
 
     action_dim = env.action_space.shape[-1]
     successes, returns, lengths = [], [], []
@@ -994,8 +994,8 @@ def mean_metrics(metrics: dict) -> dict:
 EVAL_WAYS = ('sequential', 'batched', 'pool')
 EVAL_WAY_NAMES = {
     'sequential': 'one episode at a time in this process, one policy call per chunk (the code before the redesign)',
-    'batched': '`utils.acting.evaluate` with the environments in this process (--eval_workers=0)',
-    'pool': '`utils.acting.evaluate` on an EnvPool of worker processes (main.py\'s way)',
+    'batched': '`runner.acting.evaluate` with the environments in this process (--eval_workers=0)',
+    'pool': '`runner.acting.evaluate` on an EnvPool of worker processes (main.py\'s way)',
 }
 
 
@@ -1011,8 +1011,8 @@ def main_defaults() -> dict:
 
 @contextlib.contextmanager
 def _timed_parallel_parts(pool):
-    """Seconds in the batched policy calls and in the pool's steps/resets during `utils.acting.evaluate`."""
-    from utils import acting
+    """Seconds in the batched policy calls and in the pool's steps/resets during `runner.acting.evaluate`."""
+    from runner import acting
 
     totals = {'policy': 0.0, 'env': 0.0}
     original_sample, original_play, original_reset = acting.sample_episode_chunks, pool.play, pool.reset
@@ -1044,12 +1044,12 @@ def eval_benchmark(agents, sizes, env_name=RUN_ENV, episodes=50, workers=-1, rep
     """Per agent and size: one evaluation of `episodes` episodes in each of `ways` (EVAL_WAYS), interleaved
     (the order turns every repeat); all must give the same per-episode success, return and length.
     `eval_envs`: main.py's --eval_envs."""
-    from utils.acting import evaluation_slots
-    from utils.datasets import Dataset, example_batch
-    from utils.env_pool import EnvPool
-    from utils.ogbench_data import make_env
-    from utils.prng import use_unrolled_threefry_on_cpu
-    from utils.run import workers_for
+    from runner.acting import evaluation_slots
+    from envs.datasets import Dataset, example_batch
+    from envs.env_pool import EnvPool
+    from envs.ogbench_data import make_env
+    from runner.prng import use_unrolled_threefry_on_cpu
+    from runner.seed_group import workers_for
 
     use_unrolled_threefry_on_cpu()
     unknown = [way for way in ways if way not in EVAL_WAYS]
@@ -1093,9 +1093,9 @@ def eval_benchmark(agents, sizes, env_name=RUN_ENV, episodes=50, workers=-1, rep
 def _eval_one(name, size, env, pools, ways, episodes, num_envs, repeats, seed, round_index, obs_dim, example, log):
     import jax
 
-    from agents import get_agent_class
-    from utils import acting
-    from utils.seeds import stack
+    from protocols.methods import get_agent_class
+    from runner import acting
+    from runner.seed_axis import stack
 
     try:
         config = agent_config(name, size)

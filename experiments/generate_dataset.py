@@ -5,7 +5,7 @@ Example:
 
 This writes DIR/cube-single-play-v0.npz (num_episodes episodes) and DIR/cube-single-play-v0-val.npz
 (num_episodes // 10 episodes, at least 1, unless --num_val_episodes is given), in the format that
-``ogbench.load_dataset`` / ``utils.ogbench_data.make_env_and_datasets`` read.
+``ogbench.load_dataset`` / ``envs.ogbench_data.make_env_and_datasets`` read.
 
 The collection procedure follows OGBench's own data-collection script (data_gen_scripts/generate_manipspace.py in
 the ogbench repository) and the flags of its data_gen_scripts/commands.sh:
@@ -51,7 +51,7 @@ import numpy as np
 if __package__ in (None, ''):  # Allow `python experiments/generate_dataset.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.ogbench_data import (  # noqa: E402
+from envs.ogbench_data import (  # noqa: E402
     DATASET_TYPES,
     DEFAULT_DATASET_DIR,
     INFO_KEYS,

@@ -2,7 +2,7 @@
 shared by the launcher (experiments/sweep.py) and the report (experiments/aggregate.py).
 
 A preset says what to run (methods, domains, tasks, seeds, step counts, main.py flags, network sizes and
-where); the protocol (`--protocol`, utils/domains.py `PROTOCOLS`) says how main.py configures each run of
+where); the protocol (`--protocol`, protocols/domains.py `PROTOCOLS`) says how main.py configures each run of
 it. Settings left None here are the protocol's: the seeds (docs/algorithms.md section 9.1: 8 under trqam,
 12 under qam) and the length of the BC pre-training stage (300K under trqam, none under qam).
 """
@@ -14,15 +14,15 @@ from typing import List, Optional, Tuple
 if __package__ in (None, ''):  # imported from a script run from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agents import BC, METHODS, paper_methods  # noqa: E402
-from utils import domains  # noqa: E402
-from utils.ogbench_data import DEFAULT_DATASET_DIR  # noqa: E402
+from protocols.methods import BC, METHODS, paper_methods  # noqa: E402
+from protocols import domains  # noqa: E402
+from envs.ogbench_data import DEFAULT_DATASET_DIR  # noqa: E402
 
 # The papers' seeds per protocol (docs/algorithms.md section 9.1, "seeds (sweep)").
 PAPER_SEEDS = {'trqam': 8, 'qam': 12, 'none': 8}
 SMALL_NETWORK = {'actor_hidden_dims': (64, 64), 'value_hidden_dims': (64, 64), 'actor_layer_norm': False,
                  'num_qs': 2, 'batch_size': 64}
-ROBOMIMIC_DATASET_DIR = '~/.robomimic'  # utils/robomimic.py's default folder
+ROBOMIMIC_DATASET_DIR = '~/.robomimic'  # envs/robomimic.py's default folder
 PRESETS = {
     # The papers' tables (docs/algorithms.md sections 7-9): the 50 tasks, 1M offline + 500K online steps,
     # eval every 50K steps with 50 episodes (main.py's defaults); seeds and BC stage: the protocol's.

@@ -1,4 +1,4 @@
-"""How close the K-step samplers of utils/flow.py get to a known Gaussian, as a Markdown table.
+"""How close the K-step samplers of core/flow.py get to a known Gaussian, as a Markdown table.
 
 With the exact base velocity of the linear interpolant to N(mu, s^2 I) (docs/algorithms.md section 4),
 
@@ -150,7 +150,7 @@ def tilted_gaussian(mu, s, scale, w=None, q=None, m=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Monte Carlo through utils/flow.py.
+# Monte Carlo through core/flow.py.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -170,7 +170,7 @@ def sample_terminal(mu, s, flow_steps, num_samples, seed=0, sampler='sde'):
     """Terminal samples of flow.py's sampler with the exact base velocity (no control)."""
     import jax
 
-    from utils.flow import euler_ode_sample, memoryless_sde_rollout
+    from core.flow import euler_ode_sample, memoryless_sde_rollout
 
     velocity = gaussian_base_velocity(mu, s)
     noise_key, rollout_key = jax.random.split(jax.random.PRNGKey(seed))

@@ -37,7 +37,7 @@ The data: robomimic's v1.5 low-dim file of the task, by default at ~/.robomimic/
     mkdir -p ~/.robomimic/lift/mh && curl -L -o ~/.robomimic/lift/mh/low_dim_v15.hdf5 \\
         https://huggingface.co/datasets/robomimic/robomimic_datasets/resolve/main/v1.5/lift/mh/low_dim_v15.hdf5
 
-(a run without the file prints the exact command for its task; utils/robomimic.py). It needs robosuite and h5py:
+(a run without the file prints the exact command for its task; envs/robomimic.py). It needs robosuite and h5py:
 pip install --no-deps -r requirements-robomimic.txt.
 
     python experiments/stability.py --env_name=lift-mh-low_dim --save_dir=runs/stability --seeds=0,1,2
@@ -52,7 +52,6 @@ import argparse
 import dataclasses
 import math
 import os
-import re
 import sys
 from typing import Dict, List, Optional
 
@@ -63,18 +62,17 @@ import numpy as np  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 import main as main_py  # noqa: E402 - main.py; `main` is this script's entry point
-from agents import METHODS  # noqa: E402
-from utils import run_dir as layout  # noqa: E402
-from utils.errors import Preempted, RunError, debug_requested  # noqa: E402
-from utils.logging import read_csv, write_json  # noqa: E402
-from utils.preemption import StopSignals  # noqa: E402
-from utils.run import DIVERGED_FILE  # noqa: E402
+from protocols.methods import METHODS  # noqa: E402
+from runner import layout  # noqa: E402
+from core.errors import Preempted, RunError, debug_requested  # noqa: E402
+from runner.logs import read_csv, write_json  # noqa: E402
+from runner.signals import StopSignals  # noqa: E402
 
 REPORT_JSON = 'stability.json'
 REPORT_PNG = 'stability.png'
 TRAINING_KEYS = {'adj_loss': 'training/actor/adj_loss', 'path_kl': 'training/actor/path_kl',
                  'grad_norm': 'training/grad_norm', 'lambda': 'training/dual/lambda'}
-SUCCESS_KEY = 'evaluation/success'
+SUCCESS_KEY = layout.SUCCESS_KEY
 # --tiny: networks small enough for a CPU test (tests/test_stability.py).
 TINY_NETWORK = {'actor_hidden_dims': (16, 16), 'value_hidden_dims': (16, 16), 'num_qs': 2, 'batch_size': 8,
                 'flow_steps': 3}
@@ -90,7 +88,7 @@ PASSED_FLAGS = ('env_name', 'dataset_dir', 'dataset_path', 'save_dir', 'protocol
 
 @dataclasses.dataclass(frozen=True)
 class Configuration:
-    method: str  # a label of agents.METHODS
+    method: str  # a label of protocols.methods.METHODS
     settings: Dict[str, float]  # the agent config keys the experiment varies
 
     @property
@@ -210,11 +208,8 @@ def seed_curves(run_dir: str, names) -> dict:
 
 def diverged_step(run_dir: str) -> Optional[int]:
     """The step at which main.py stopped this seed for a non-finite metric (None if it did not)."""
-    path = layout.path(run_dir, DIVERGED_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return int(re.search(r'diverged at step (\d+)', f.read()).group(1))
+    record = layout.divergence(run_dir)
+    return None if record is None else record['step']
 
 
 def mean_over_seeds(per_seed: Dict[int, dict], steps_key: str, names) -> dict:

@@ -1,4 +1,4 @@
-"""The papers' sweeps: methods x tasks x seeds under a protocol (`--protocol`, utils/domains.py), as full
+"""The papers' sweeps: methods x tasks x seeds under a protocol (`--protocol`, protocols/domains.py), as full
 main.py command lines, for local processes or SLURM job arrays.
 
     python experiments/sweep.py --dry_run                                  # the TRQAM paper's sweep, and its cost
@@ -11,9 +11,9 @@ main.py command lines, for local processes or SLURM job arrays.
 Jobs are built from the resolution main.py itself uses, not from a copy of the settings: a job passes
 `--protocol=...` and only what the sweep must set explicitly (env, seeds, save_dir, dataset_dir, step
 counts, the preset's main.py flags and network sizes), and main.py completes it from the same
-`Method.protocol_settings` the sweep reads to name the runs (utils/run_dir.py) and the BC pre-training
-runs they start from (`agents.bc_config_for`). The one addition is `--pretrained_actor_path`, which names
-exactly the shared BC run main.py would pick by itself (`utils.run_dir.bc_run_name`): with it a method's
+`Method.protocol_settings` the sweep reads to name the runs (runner/layout.py) and the BC pre-training
+runs they start from (`protocols.methods.bc_config_for`). The one addition is `--pretrained_actor_path`, which names
+exactly the shared BC run main.py would pick by itself (`runner.layout.bc_run_name`): with it a method's
 process does not reopen the finished BC run, whose directory lock would make the methods of one task
 refuse each other when they start together.
 
@@ -49,7 +49,7 @@ Cost estimate (`--dry_run`): device-hours of the whole sweep from measured costs
      "eval_ms_per_episode": {"paper": 900, "small": 400}}
 
 `ms_per_update`: float32 ms per offline update of one seed, by agent and network size. Agents are the
-registry's slugs (`agents.METHODS[...].slug`: trqam, qam-e, cgql-l, bc, ...); an absent slug falls back to
+registry's slugs (`protocols.methods.METHODS[...].slug`: trqam, qam-e, cgql-l, bc, ...); an absent slug falls back to
 its agent module's name (qam-e -> qam, cgql-l -> cgql, bc -> bc_flow). Sizes are experiments/benchmark.py's
 ('paper' = 4 x 512 with 10 critics and batch 256, 'small' = 2 x 64, 'tiny' = 2 x 16) plus 'large' = 4 x 1024,
 the large-data domains' networks under trqam; other shapes are named like '3x256'. Where 'large' is absent
@@ -58,7 +58,7 @@ single-seed main.py processes over that of one N-seed process, per size (whole r
 steps, evaluation). `eval_ms_per_episode`: one evaluation episode, per size (4 x 1024: the 4 x 512 figure).
 
 Per job: (bc_steps for a BC job, offline_steps + online_steps x utd_ratio for a method) updates x its
-agent's ms per update at its size, plus its evaluations (utils/schedule.py's: every eval_interval and at the
+agent's ms per update at its size, plus its evaluations (runner/schedule.py's: every eval_interval and at the
 end of each phase) x eval_episodes x ms per episode, for each seed; a job of K seeds in one process costs K
 times that over the file's K-seed speed-up at its size (K times, where the file has none). Online
 environment stepping apart from evaluation is not in the schema and is not counted. The hours are those of
@@ -84,12 +84,13 @@ if __package__ in (None, ''):  # `python experiments/sweep.py` from the reposito
 
 import ml_collections  # noqa: E402
 
-from agents import BC, METHODS, bc_config_for, paper_methods  # noqa: E402
+from protocols.methods import BC, METHODS, bc_config_for, paper_methods, resolve_protocol  # noqa: E402
 from experiments.presets import PRESETS, domain_envs, expected_runs, resolve_spec  # noqa: E402,F401
-from utils import domains as domains_lib  # noqa: E402
-from utils import run_dir as layout  # noqa: E402
-from utils.errors import EXIT_PREEMPTED  # noqa: E402
-from utils.schedule import is_due  # noqa: E402
+from protocols import domains as domains_lib  # noqa: E402
+from runner import layout  # noqa: E402
+from runner.flags import default_flag_values  # noqa: E402
+from core.errors import EXIT_PREEMPTED  # noqa: E402
+from runner.schedule import is_due  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN_PY = os.path.join(REPO_ROOT, 'main.py')
@@ -195,48 +196,19 @@ def seeds_label(seeds: Sequence[int]) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def main_flag_defaults() -> Dict[str, object]:
-    """main.py's flag defaults, read from its DEFINE_* calls (importing main.py would define its flags next to
-    this script's)."""
-    with open(MAIN_PY) as f:
-        tree = ast.parse(f.read())
-    defaults = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-                node.func.attr.startswith('DEFINE_') and len(node.args) >= 2 and \
-                isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
-            try:
-                defaults[node.args[0].value] = ast.literal_eval(node.args[1])
-            except ValueError:
-                pass
-    return defaults
-
-
 def resolve_agent(method, env_name: str, protocol: str, dataset_dir: Optional[str], agent_overrides: dict,
                   flags: Optional[dict] = None) -> Tuple[dict, dict]:
     """(main.py flags the protocol sets, resolved agent config) of `main.py --protocol=PROTOCOL
-    --agent=<method's file> --env_name=ENV --agent.K=V... [--FLAG=V...]`, by utils/run_config.py's rule:
-    `Method.protocol_settings` completes what the command does not set (a flag or agent key on the command
-    line is explicit and wins), and the chunk length is the horizon_length flag's (unless
-    --agent.horizon_length is given), else the config's, else the domain's."""
+    --agent=<method's file> --env_name=ENV --agent.K=V... [--FLAG=V...]`: main.py's own rule,
+    `protocols.methods.resolve_protocol`, with the command's flags and agent keys as the explicit ones."""
     flags = dict(flags or {})
-    settings = method.protocol_settings(env_name, protocol, dataset_dir)
-    run_flags = {key: value for key, value in settings.items() if not key.startswith('agent.') and key not in flags}
-    if 'horizon_length' in agent_overrides:
-        run_flags.pop('horizon_length', None)
-    if flags.get('dataset_path'):
-        run_flags.pop('dataset_shards_dir', None)
+    values = {**default_flag_values(), **flags, 'env_name': env_name, 'protocol': protocol, 'dataset_dir': dataset_dir}
     config = method.default_config()
     with config.unlocked():
-        for key, value in settings.items():
-            if key.startswith('agent.') and key[len('agent.'):] not in agent_overrides:
-                config[key[len('agent.'):]] = value
-        for key, value in agent_overrides.items():
-            config[key] = value
-    horizon = {**run_flags, **flags}.get('horizon_length')
-    config = domains_lib.with_horizon_length(config, env_name, horizon)
-    return run_flags, config.to_dict()
+        config.update(agent_overrides)
+    explicit = set(flags) | {f'agent.{key}' for key in agent_overrides}
+    _, agent, applied = resolve_protocol(method, values, config, explicit)
+    return {key: value for key, value in applied.items() if not key.startswith('agent.')}, agent.to_dict()
 
 
 def network_size(agent_config: dict) -> str:
@@ -258,7 +230,7 @@ def _differences(a: dict, b: dict) -> Dict[str, tuple]:
 
 
 def number_of_evaluations(offline_steps: int, online_steps: int, eval_interval: int) -> int:
-    """Evaluations of one run (utils/schedule.py's rule: every eval_interval and at the end of each phase)."""
+    """Evaluations of one run (runner/schedule.py's rule: every eval_interval and at the end of each phase)."""
     total = offline_steps + online_steps
     count = total // eval_interval if eval_interval > 0 else 0
     return count + sum(1 for step in {offline_steps, total} if step > 0 and not is_due(step, eval_interval))
@@ -288,7 +260,7 @@ def data_status(env_name: str, dataset_dir: str, protocol) -> Tuple[bool, str]:
     """(present, what is missing and how to get it) of the data a run of `protocol` on `env_name` reads."""
     settings = domains_lib.domain_settings(env_name)
     if settings.suite == 'robomimic':
-        from utils import robomimic
+        from envs import robomimic
 
         path = robomimic.dataset_path(env_name, _abs(dataset_dir))
         if os.path.isfile(path):
@@ -375,7 +347,7 @@ class _BCStage:
                    f'--save_dir={spec["save_dir"]}', f'--dataset_dir={spec["dataset_dir"]}',
                    f'--bc_steps={spec["bc_steps"]}', *flag_args(spec['main_flags']), *spec['extra_main_flags'],
                    *flag_args(overrides, 'agent.')]
-        main_flags = {**main_flag_defaults(), **spec['main_flags']}
+        main_flags = {**default_flag_values(), **spec['main_flags']}
         job = Job('bc', BC.label, bc_env, seeds, run_dirs, command, spec['bc_steps'], data_ok=self.present[domain],
                   name=name, agent=BC.slug, agent_name=BC.agent_name,
                   size=network_size({'actor_hidden_dims': parts[0]}),
@@ -391,7 +363,7 @@ def build_sweep(spec: dict) -> Sweep:
     protocol = domains_lib.get_protocol(spec['protocol'])
     dataset_dir = spec['dataset_dir']
     _check_overrides(spec)
-    main_flags = {**main_flag_defaults(), **spec['main_flags']}
+    main_flags = {**default_flag_values(), **spec['main_flags']}
     groups = seed_groups(spec['seeds'], spec['seeds_per_job'])
     rl_jobs, expected, duplicates, missing, present = [], [], [], {}, {}
     for domain in spec['domains']:

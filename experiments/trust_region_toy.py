@@ -10,7 +10,7 @@ everything is known:
   error, ||Q~ - Q*||_inf = eps) between the two modes, where the base has little mass (no data; 2% of
   the base lies within 0.2 of it). It is wide enough that the rollouts feel its gradient: a bump the
   sampler never reaches cannot mislead it.
-* Fine-tuning, on Q~ only, with the shared memoryless-SDE core of utils/flow.py (rollout, lean adjoint,
+* Fine-tuning, on Q~ only, with the shared memoryless-SDE core of core/flow.py (rollout, lean adjoint,
   adjoint-matching loss, Girsanov path KL): QAM at fixed inverse temperatures c (sigma_k = g_k, terminal
   adjoint -c grad Q~), and TRQAM at several path-KL budgets (sigma_k = g_k / sqrt(lambda_eff), terminal
   adjoint -grad Q~, agents.trqam.projected_dual_step after every gradient step, the agent's defaults).
@@ -54,7 +54,7 @@ from absl import flags  # noqa: E402
 
 from agents.trqam import get_config as get_trqam_config  # noqa: E402
 from agents.trqam import projected_dual_step  # noqa: E402
-from utils.flow import (  # noqa: E402
+from core.flow import (  # noqa: E402
     adjoint_matching_loss,
     euler_ode_sample,
     lean_adjoint,

@@ -10,7 +10,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.prng import use_unrolled_threefry_on_cpu  # noqa: E402
+from runner.prng import use_unrolled_threefry_on_cpu  # noqa: E402
 
 use_unrolled_threefry_on_cpu()  # as main.py and the experiments do: same numbers, faster small programs
 

@@ -12,15 +12,15 @@ import numpy as np
 import optax
 import pytest
 
-from agents import get_agent_class
+from protocols.methods import get_agent_class
 from agents.base import freeze_config
 from agents.bc_flow import BCFlowAgent
 from agents.bc_flow import get_config as get_bc_config
 from agents.cgql import linex_loss
-from utils.critic import expectile_loss, pessimistic_ensemble_value
-from utils.datasets import Dataset, example_batch, sample_sequences
-from utils.flow import euler_ode_sample, time_column
-from utils.training import train_steps
+from core.critic import expectile_loss, pessimistic_ensemble_value
+from envs.datasets import Dataset, example_batch, sample_sequences
+from core.flow import euler_ode_sample, time_column
+from runner.training import train_steps
 
 OBS_DIM, ACTION_DIM, HORIZON, BATCH = 6, 2, 2, 16
 CHUNK_DIM = HORIZON * ACTION_DIM

@@ -1,7 +1,7 @@
 """`--agent.compute_dtype=bfloat16`: the networks multiply in bfloat16, everything else stays float32.
 
 bfloat16 keeps 8 significant bits: each product is rounded by up to 2^-8 relative. The networks return float32
-(utils/networks.py), so losses, adjoints, path KL, the optimiser and TRQAM's dual step are float32 arithmetic on
+(core/networks.py), so losses, adjoints, path KL, the optimiser and TRQAM's dual step are float32 arithmetic on
 values that carry that rounding. The tests check (a) which dtypes the programs use, then (b, c) that closed-form
 answers of tests/test_flow.py and tests/test_trqam.py still hold with bfloat16 networks, at shorter runs.
 """
@@ -16,13 +16,13 @@ import optax
 import pytest
 from jax.extend import core as jax_core
 
-from agents import get_agent_class
+from protocols.methods import get_agent_class
 from agents.trqam import get_config as get_trqam_config
 from experiments.sde_convergence import gaussian_base_velocity
 from tests.test_flow import K, LINEAR, fixed_point_tables, linear_reward, train_adjoint_matching
 from tests.test_trqam import TOY_MEAN, _Residual, _train_toy_trust_region, qam_and_trqam_adjoint_matching
-from utils.flow import memoryless_sde_rollout, path_kl, time_column
-from utils.networks import MLP, GaussianHead, Value, VectorField
+from core.flow import memoryless_sde_rollout, path_kl, time_column
+from core.networks import MLP, GaussianHead, Value, VectorField
 
 
 def dot_dtypes(function, *args):

@@ -1,8 +1,8 @@
 """The hot path compiles the way the speed work intends, without changing any number.
 
-The entry points register the straight-line Threefry lowering on the CPU (utils/prng.py): every random number
+The entry points register the straight-line Threefry lowering on the CPU (runner/prng.py): every random number
 must be bit-identical to stock JAX, and random draws must no longer compile to loops. The training step
-is compiled with XLA's own dot emitter (utils/training.py), which must reach the compiled program.
+is compiled with XLA's own dot emitter (runner/training.py), which must reach the compiled program.
 """
 
 import json
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from utils.prng import use_unrolled_threefry_on_cpu
+from runner.prng import use_unrolled_threefry_on_cpu
 
 use_unrolled_threefry_on_cpu()  # as every entry point of the project does
 
@@ -63,7 +63,7 @@ def test_random_draws_compile_without_loops_on_cpu():
 
 
 def test_stock_jax_draws_do_compile_to_loops_on_cpu():
-    """What the lowering removes (if JAX stops emitting these loops, utils/prng.py can go)."""
+    """What the lowering removes (if JAX stops emitting these loops, runner/prng.py can go)."""
     script = ('import jax\n'
               'c = jax.jit(lambda k: jax.random.normal(k, (64, 25))).lower(jax.random.PRNGKey(0)).compile()\n'
               'print(" while(" in c.as_text())\n')
@@ -75,8 +75,8 @@ def test_stock_jax_draws_do_compile_to_loops_on_cpu():
 def test_training_step_uses_xla_dot_emitter_on_cpu():
     import agents.fql as fql
     from experiments.benchmark import synthetic_transitions
-    from utils.datasets import Dataset, example_batch
-    from utils.training import train_steps
+    from envs.datasets import Dataset, example_batch
+    from runner.training import train_steps
 
     dataset = Dataset.create(synthetic_transitions(200))
     config = fql.get_config()

@@ -8,10 +8,10 @@ import jax
 import numpy as np
 
 from agents.bc_flow import BCFlowAgent, get_config
-from utils.acting import EVAL_ACTIONS, EVAL_RESETS, episode_seed, evaluate, sample_episode_chunks
-from utils.env_pool import EnvPool
-from utils.ogbench_data import make_env
-from utils.seeds import stack
+from runner.acting import EVAL_ACTIONS, EVAL_RESETS, episode_seed, evaluate, sample_episode_chunks
+from envs.env_pool import EnvPool
+from envs.ogbench_data import make_env
+from runner.seed_axis import stack
 from tests.test_video import short_episodes
 
 ENV = 'puzzle-3x3-play-singletask-task1-v0'  # rewards count the lights, so returns differ between episodes

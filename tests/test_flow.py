@@ -1,4 +1,4 @@
-"""Tests of utils/flow.py against answers known in closed form (docs/algorithms.md sections 1, 3, 4).
+"""Tests of core/flow.py against answers known in closed form (docs/algorithms.md sections 1, 3, 4).
 
 The toy everywhere is the linear interpolant to a Gaussian N(mu, s^2 I), whose exact base velocity is
 affine in x. Then every K-step scheme of flow.py (Euler ODE, memoryless SDE, lean adjoint, and the
@@ -28,7 +28,7 @@ from experiments.sde_convergence import (
     schedule,
     tilted_gaussian,
 )
-from utils.flow import (
+from core.flow import (
     SDERollout,
     adjoint_matching_loss,
     euler_ode_sample,
@@ -39,7 +39,7 @@ from utils.flow import (
     path_kl,
     terminal_adjoint,
 )
-from utils.networks import MLP, VectorField
+from core.networks import MLP, VectorField
 
 K = 10
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import main
-import utils.run
+import runner.seed_group
 from agents.fql import get_config as fql_config
 from tests.conftest import TINY_ENV
-from utils.checkpoints import Checkpointer
-from utils.run import DIVERGED_FILE
+from runner.checkpoints import Checkpointer
+from runner.layout import divergence
 
 TINY = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), num_qs=2, batch_size=8, flow_steps=3)
 # Updates amplify float reassociation chaotically (the vmapped program sums in another order); over these few
@@ -76,7 +76,7 @@ def test_each_seed_of_a_group_equals_its_single_seed_run(group, tiny_dataset_dir
 
 
 def test_a_diverging_seed_leaves_the_group_and_the_others_finish(group, tiny_dataset_dir, tmp_path, monkeypatch):
-    train_seeds = utils.run.train_seeds
+    train_seeds = runner.seed_group.train_seeds
 
     def poison_second_seed_after_step_10(agents, *args, **kwargs):
         agents, info = train_seeds(agents, *args, **kwargs)
@@ -87,10 +87,10 @@ def test_a_diverging_seed_leaves_the_group_and_the_others_finish(group, tiny_dat
         return agents, info
 
     values = flag_values(tiny_dataset_dir, tmp_path / 'group', seeds=['3', '7'], save_interval=10)
-    monkeypatch.setattr(utils.run, 'train_seeds', poison_second_seed_after_step_10)
+    monkeypatch.setattr(runner.seed_group, 'train_seeds', poison_second_seed_after_step_10)
     healthy, diverged = main.train(values, tiny_fql())
-    message = open(os.path.join(diverged, DIVERGED_FILE)).read()
-    assert 'seed 7 diverged at step 20' in message and 'latest checkpoint (step 10) is intact' in message
+    record = divergence(diverged)
+    assert record['step'] == 20 and 'seed 7' in record['message'] and 'step 10' in record['message']
     checkpointer = Checkpointer(os.path.join(diverged, 'checkpoints'))
     assert checkpointer.latest_step() == 10
     checkpointer.close()

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from utils.datasets import Dataset, add_transition, sample_sequences
-from utils.distributions import tanh_gaussian_sample
-from utils.flax_utils import polyak_average
-from utils.networks import MLP, GaussianHead, Value, VectorField
+from envs.datasets import Dataset, add_transition, sample_sequences
+from core.distributions import tanh_gaussian_sample
+from core.flax_utils import polyak_average
+from core.networks import MLP, GaussianHead, Value, VectorField
 
 
 @pytest.mark.parametrize('num_ensembles, shape', [(None, (7,)), (1, (1, 7)), (3, (3, 7))])

@@ -1,4 +1,4 @@
-"""Tests for utils/ogbench_data.py and experiments/generate_dataset.py (tiny generated datasets, no network)."""
+"""Tests for envs/ogbench_data.py and experiments/generate_dataset.py (tiny generated datasets, no network)."""
 
 import os
 import shutil
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from experiments.generate_dataset import generate, parse_dataset_name, task_success_report
-from utils import ogbench_data as od
-from utils.datasets import TRANSITION_KEYS
+from envs import ogbench_data as od
+from envs.datasets import TRANSITION_KEYS
 
 ENV_NAME = 'cube-single-play-singletask-task1-v0'
 DATASET_NAME = 'cube-single-play-v0'

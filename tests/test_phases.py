@@ -11,12 +11,13 @@ import pytest
 import main
 from agents.trqam import get_config as trqam_config
 from tests.conftest import TINY_ENV, assert_logs_match_golden
-from utils.checkpoints import Checkpointer
-from utils.datasets import Dataset, ReplayBuffer, sample_sequences
-from utils.offline_data import OfflineData
-from utils.run import Run
-from utils.run_dir import CHECKPOINT_DIR
-from utils.schedule import Schedule
+from runner.checkpoints import Checkpointer
+from envs.datasets import Dataset, ReplayBuffer, sample_sequences
+from envs.offline_data import OfflineData
+from runner.seed_group import SeedGroup
+from runner.settings import recorded_settings
+from runner.layout import CHECKPOINT_DIR
+from runner.schedule import Schedule
 
 
 def tiny_trqam():
@@ -104,7 +105,7 @@ def test_run_interrupted_mid_episode_online_resumes_to_the_uninterrupted_run(tin
     config = main.resolve_config(flag_values(tmp_path / 'resumed', **values), tiny_trqam(),
                                  defaults=main.default_flag_values())
     data = main.load_data(config)
-    run = Run(config, [0], None, data.make_env, data.action_dim)
+    run = SeedGroup(config, [0], None, data.make_env, data.action_dim)
     state = main.restore_or_create_state(config, data, run)
     assert state.step == 0
     state = main.offline_phase(state, data, run)
@@ -135,7 +136,7 @@ def test_resolve_config_records_every_flag_and_leaves_the_inputs_alone(tmp_path)
     assert config.agent.horizon_length == 5 and config.online_steps == 0 and config.offline_steps == 50
     assert config.run_dirs == (os.path.join(str(tmp_path), f'bc_{TINY_ENV}_seed0_2x16_h5'),)
     assert config.agent_class.__name__ == 'BCFlowAgent' and config.agent.agent_name == 'bc_flow'
-    recorded = main.recorded_settings(config, 0)
+    recorded = recorded_settings(config, 0)
     assert set(recorded) == set(main.default_flag_values()) | {'agent', 'protocol_settings'}
     assert recorded['online_steps'] == 0
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from agents import METHODS, Method, column, method_of, paper_methods, register, unregister
+from protocols.methods import METHODS, Method, column, method_of, paper_methods, register, unregister
 from experiments import aggregate, benchmark, sweep
 
 

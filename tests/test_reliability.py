@@ -17,10 +17,12 @@ import pytest
 import main
 from agents.fql import get_config as fql_config
 from tests.conftest import REPO_ROOT, TINY_ENV
-from utils.checkpoints import Checkpointer
-from utils.errors import EXIT_PREEMPTED
-from utils.run_lock import RunDirectoryInUse, RunLock
-from utils.run import DIVERGED_FILE, DiskFull, Run
+from runner.checkpoints import Checkpointer
+from core.errors import EXIT_PREEMPTED
+from runner.locks import RunDirectoryInUse, RunLock
+from runner.layout import divergence
+from runner.seed_group import DiskFull, SeedGroup
+from runner.settings import ConfigMismatch
 
 TINY = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), num_qs=2, batch_size=8, flow_steps=3)
 
@@ -91,7 +93,7 @@ def test_resume_with_other_settings_is_refused_or_recorded(tiny_dataset_dir, tmp
     (run_dir,) = main.train(flag_values(tiny_dataset_dir, tmp_path), tiny_fql())
     flags_path = os.path.join(run_dir, 'flags.json')
     before = open(flags_path).read()
-    with pytest.raises(main.ConfigMismatch) as refused:
+    with pytest.raises(ConfigMismatch) as refused:
         main.train(flag_values(tiny_dataset_dir, tmp_path, offline_steps=40), tiny_fql(lr=1e-3))
     assert 'agent.lr: 0.0003 in the checkpoint, 0.001 now' in str(refused.value)
     assert 'offline_steps: 30 in the checkpoint, 40 now' in str(refused.value)
@@ -107,7 +109,7 @@ def test_non_finite_state_is_never_saved(tiny_dataset_dir, tmp_path):
     config = main.resolve_config(flag_values(tiny_dataset_dir, tmp_path), tiny_fql(),
                                  defaults=main.default_flag_values())
     data = main.load_data(config)
-    run = Run(config, [0], None, data.make_env, data.action_dim)
+    run = SeedGroup(config, [0], None, data.make_env, data.action_dim)
     state = main.restore_or_create_state(config, data, run)
     run.save(state)
     poisoned = jax.tree_util.tree_map(lambda leaf: leaf * jnp.nan if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf,
@@ -117,7 +119,7 @@ def test_non_finite_state_is_never_saved(tiny_dataset_dir, tmp_path):
     message = str(diverged.value)
     assert 'non-finite' in message and 'latest checkpoint (step 0) is intact' in message
     assert '--allow_config_change' in message and run.checkpointers[0].latest_step() == 0
-    assert 'non-finite' in open(os.path.join(config.run_dirs[0], DIVERGED_FILE)).read()
+    assert divergence(config.run_dirs[0])['step'] == 10
     run.close()
 
 

@@ -1,4 +1,4 @@
-"""Tests for utils/robomimic.py: the loader on synthetic files in robomimic's layout, and real robosuite Lift
+"""Tests for envs/robomimic.py: the loader on synthetic files in robomimic's layout, and real robosuite Lift
 environments built from a file's metadata. Skipped without h5py / robosuite (requirements-robomimic.txt)."""
 
 import concurrent.futures
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tests import robomimic_fixtures as fixtures
-from utils import robomimic as rm
-from utils.datasets import TRANSITION_KEYS
+from envs import robomimic as rm
+from envs.datasets import TRANSITION_KEYS
 
 h5py = pytest.importorskip('h5py', reason='robomimic datasets need h5py: '
                            'pip install --no-deps -r requirements-robomimic.txt')

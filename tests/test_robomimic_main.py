@@ -12,7 +12,7 @@ import pytest
 
 from tests import robomimic_fixtures
 from tests.conftest import REPO_ROOT
-from utils import robomimic
+from envs import robomimic
 
 ENV_NAME = 'lift-mh-low_dim'
 BC_STEPS, OFFLINE_STEPS, ONLINE_STEPS = 10, 20, 310

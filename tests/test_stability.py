@@ -9,6 +9,7 @@ from argparse import Namespace
 import pytest
 
 from experiments import stability
+from runner.layout import write_divergence
 from tests import robomimic_fixtures
 from tests.conftest import write_csv
 
@@ -20,7 +21,7 @@ TINY_STEPS = ['--bc_steps=10', '--offline_steps=20', '--online_steps=0', '--log_
 
 def fake_run(run_dir, adj_losses, successes, offline_steps, diverged_at=None, with_lambda=False):
     """A run directory as main.py leaves it: training rows every 10 steps (with the text column 'phase'), an
-    online episode row, evaluations every 20 steps; diverged.txt when the seed stopped."""
+    online episode row, evaluations every 20 steps; diverged.json when the seed stopped."""
     os.makedirs(run_dir)
     rows = []
     for index, loss in enumerate(adj_losses):
@@ -35,8 +36,7 @@ def fake_run(run_dir, adj_losses, successes, offline_steps, diverged_at=None, wi
     write_csv(os.path.join(run_dir, 'eval.csv'), [{'step': 20 * (index + 1), 'evaluation/success': success}
                                                    for index, success in enumerate(successes)])
     if diverged_at is not None:
-        with open(os.path.join(run_dir, 'diverged.txt'), 'w') as f:
-            f.write(f'Training seed 1 diverged at step {diverged_at}: training/actor/adj_loss became non-finite.\n')
+        write_divergence(run_dir, diverged_at, 'training/actor/adj_loss', 'Training seed 1 diverged.')
 
 
 def test_report_averages_the_seeds_that_reached_each_step(tmp_path):
@@ -115,7 +115,7 @@ def lift_dataset(tmp_path):
 def test_tiny_experiment_writes_the_report_and_resumes(lift_dataset, tmp_path, monkeypatch):
     # 20-step episodes: the experiment's plumbing is under test here, not the task (tests/test_robomimic_main.py
     # runs the 300-step episodes of main.py).
-    from utils import robomimic
+    from envs import robomimic
     monkeypatch.setitem(robomimic.MAX_EPISODE_STEPS, 'lift', 20)
     save_dir = tmp_path / 'runs'
     command = ['--tiny', f'--dataset_path={lift_dataset}', f'--save_dir={save_dir}', '--temperatures=1',

@@ -1,4 +1,4 @@
-"""experiments/sweep.py and presets.py, utils/domains.py and the method registry: the table of jobs under each
+"""experiments/sweep.py and presets.py, protocols/domains.py and the method registry: the table of jobs under each
 protocol, what main.py makes of every job's command, data checks, the cost estimate and the launchers."""
 
 import ast
@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from agents import METHODS, paper_methods
+from protocols.methods import METHODS, paper_methods
 from experiments import presets, sweep
 from tests.conftest import REPO_ROOT
-from utils import domains
-from utils.domains import PROTOCOLS
+from protocols import domains
+from protocols.domains import PROTOCOLS
 
 
 def flag(command, name):
@@ -104,8 +104,8 @@ def _normalized(settings):
 
 _CLONE_SCRIPT = '''
 import json, os, sys
-from agents import METHODS, paper_methods
-from utils.domains import DOMAINS
+from protocols.methods import METHODS, paper_methods
+from protocols.domains import DOMAINS
 assert not os.path.exists(os.path.join('..', 'shared')), 'not a fresh clone'
 print(json.dumps({f'{label}|{env}|{protocol}': METHODS[label].protocol_settings(env, protocol, 'DATA')
                   for protocol in ('trqam', 'qam') for label in paper_methods()
@@ -117,7 +117,7 @@ def test_a_fresh_clone_resolves_every_task_to_the_docs_table(tmp_path):
     # A copy of the sources with no ../shared beside it (a fresh clone), resolved in its own process.
     clone = tmp_path / 'clone'
     ignore = shutil.ignore_patterns('__pycache__', '*.pyc', 'runs', 'data', 'reference_results')
-    for name in ('agents', 'utils', 'experiments'):
+    for name in ('core', 'agents', 'envs', 'protocols', 'runner', 'experiments'):
         shutil.copytree(os.path.join(REPO_ROOT, name), clone / name, ignore=ignore)
     shutil.copy(os.path.join(REPO_ROOT, 'main.py'), clone / 'main.py')
     env = {**os.environ, 'PYTHONPATH': str(clone), 'JAX_PLATFORMS': 'cpu'}
@@ -273,7 +273,7 @@ def _resolve(command):
 @pytest.mark.parametrize('protocol', ['trqam', 'qam'])
 def test_every_command_resolves_in_main_to_the_table(paper_sweeps, protocol):
     # Every command of the paper sweep (4 seeds per job) but the seeds: those of seeds 0-3, run through main.py's
-    # own resolution (utils/run_config.py) as main.py's command line hands them to it.
+    # own resolution (runner/settings.py) as main.py's command line hands them to it.
     table = paper_sweeps[(protocol, 4)]
     dataset_dir = table.spec['dataset_dir']
     bc_jobs = {job.name: job for job in table.bc_jobs}
@@ -362,7 +362,7 @@ def test_robomimic_preset(tmp_path):
     assert set(table.missing_data) == {'lift-mh', 'can-mh', 'square-mh'}
     assert 'curl' in table.missing_data['lift-mh'] and 'lift/mh/low_dim_v15.hdf5' in table.missing_data['lift-mh']
     assert 'download' in sweep.summary(table).lower()
-    from utils import robomimic
+    from envs import robomimic
 
     path = robomimic.dataset_path('lift-mh-low_dim', str(tmp_path))
     os.makedirs(os.path.dirname(path))
@@ -542,7 +542,7 @@ def test_local_launcher_runs_bc_first_and_skips_dependants_of_failures(tmp_path)
 
 
 def _write_run(root, name, method, env_name, seed, protocol, success):
-    from utils import run_dir as layout
+    from runner import layout
 
     config = {**METHODS[method].default_config().to_dict(), **METHODS[method].overrides(env_name, protocol)}
     run_dir = os.path.join(root, name)

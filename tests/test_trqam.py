@@ -20,7 +20,7 @@ from agents.qam import QAMAgent
 from agents.qam import get_config as get_qam_config
 from agents.trqam import TRQAMAgent, projected_dual_step
 from agents.trqam import get_config as get_trqam_config
-from utils.flow import adjoint_matching_loss, lean_adjoint, memoryless_sde_rollout, path_kl, terminal_adjoint
+from core.flow import adjoint_matching_loss, lean_adjoint, memoryless_sde_rollout, path_kl, terminal_adjoint
 
 OBS_DIM, CHUNK_DIM, BATCH = 3, 2, 8
 TINY = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), num_qs=2, flow_steps=4, batch_size=BATCH,

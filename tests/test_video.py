@@ -1,4 +1,4 @@
-"""Tests for utils/video.py: the render backend choice, an evaluation episode of a real OGBench environment rendered
+"""Tests for envs/video.py: the render backend choice, an evaluation episode of a real OGBench environment rendered
 in a worker started with 'spawn' (as evaluation workers are) into an MP4 read back, and MP4 files."""
 
 import functools
@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from utils import video
+from envs import video
 
 ENV_NAME = 'cube-single-play-singletask-task1-v0'
 RENDER_VARIABLES = ('MUJOCO_GL', 'PYOPENGL_PLATFORM')
@@ -43,16 +43,16 @@ def short_episodes(env_name, max_steps, render=False):
     """An OGBench environment whose episodes end after `max_steps` (module-level: pickled into workers)."""
     import gymnasium
 
-    from utils.ogbench_data import make_env
+    from envs.ogbench_data import make_env
 
     return gymnasium.wrappers.TimeLimit(make_env(env_name, render=render), max_steps)
 
 
 def test_evaluation_renders_its_first_episode_into_an_mp4_in_a_worker(render_environment, tmp_path):
     from tests.test_evaluation import untrained_flow
-    from utils.acting import evaluate
-    from utils.env_pool import EnvPool
-    from utils.seeds import stack
+    from runner.acting import evaluate
+    from envs.env_pool import EnvPool
+    from runner.seed_axis import stack
 
     try:
         video.choose_render_backend()

@@ -15,20 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from utils import run_dir as layout
-from utils.acting import OnlineCollector, evaluate, evaluation_slots
-from utils.checkpoints import Checkpointer
-from utils.env_pool import EnvPool
-from utils.errors import Preempted, RunError, disk_full_message, is_disk_full
-from utils.logging import RunLogger, Throughput, plot_learning_curve, read_json, write_json
-from utils.run_config import RESUME_FREE_SETTINGS, history_of_changes, recorded_settings
-from utils.run_state import NonFiniteState, RunState, checkpoint_bytes, save_state, settings_changes
-from utils.seeds import map_seeds
-from utils.training import run_keys, train_seeds
-from utils.video import choose_render_backend
-
-DIVERGED_FILE = 'diverged.txt'
-
+from runner import layout
+from runner.acting import OnlineCollector, evaluate, evaluation_slots
+from runner.checkpoints import Checkpointer
+from envs.env_pool import EnvPool
+from core.errors import Preempted, RunError, disk_full_message, is_disk_full
+from runner.logs import RunLogger, Throughput, plot_learning_curve, read_json, write_json
+from runner.settings import RESUME_FREE_SETTINGS, history_of_changes, recorded_settings
+from runner.state import NonFiniteState, RunState, checkpoint_bytes, save_state, settings_changes
+from runner.seed_axis import map_seeds
+from runner.training import run_keys, train_seeds
+from envs.video import choose_render_backend
 
 class TrainingDiverged(RunError):
     pass
@@ -50,7 +47,7 @@ def workers_for(num_envs: int, requested: int = -1) -> int:
     return 0 if num_envs <= 1 else min(available_cores(), num_envs)
 
 
-class Run:
+class SeedGroup:
     def __init__(self, config, positions, stop, make_env, action_dim: int):
         self.config, self.positions, self.stop = config, list(positions), stop
         self.make_env, self.action_dim = make_env, action_dim
@@ -77,7 +74,7 @@ class Run:
         the settings of flags.json equal to `config`'s."""
         run_dir = config.run_dirs[k]
         flags_path = layout.path(run_dir, layout.FLAGS_FILE)
-        if Run.latest_checkpoint(run_dir) != config.schedule.total_steps or not os.path.exists(flags_path):
+        if SeedGroup.latest_checkpoint(run_dir) != config.schedule.total_steps or not os.path.exists(flags_path):
             return False
         return not settings_changes(read_json(flags_path), recorded_settings(config, k), free=RESUME_FREE_SETTINGS)
 
@@ -97,8 +94,8 @@ class Run:
             flags_path = layout.path(run_dir, layout.FLAGS_FILE)
             history = history_of_changes(flags_path, step, self.changes.get(k, {}))
             write_json(flags_path, {**settings, **({'config_changes': history} if history else {})})
-            if os.path.exists(layout.path(run_dir, DIVERGED_FILE)):
-                os.remove(layout.path(run_dir, DIVERGED_FILE))
+            if os.path.exists(layout.path(run_dir, layout.DIVERGED_FILE)):
+                os.remove(layout.path(run_dir, layout.DIVERGED_FILE))
             wandb = {'mode': config.wandb_mode, 'project': config.wandb_project, 'group': config.wandb_group}
             self.loggers[k] = RunLogger(run_dir, step, wandb, os.path.basename(run_dir), settings)
         name = os.path.basename(config.run_dirs[self.positions[0]])
@@ -212,8 +209,7 @@ class Run:
         for i, what in diverged.items():
             k = self.positions[i]
             messages[k] = self.diverged_message(k, state.step, what)
-            with open(layout.path(self.config.run_dirs[k], DIVERGED_FILE), 'w') as f:
-                f.write(messages[k] + '\n')
+            layout.write_divergence(self.config.run_dirs[k], state.step, what, messages[k])
         keep = [i for i in range(len(self.positions)) if i not in diverged]
         if not keep:
             raise TrainingDiverged('\n'.join(messages.values()))
@@ -246,7 +242,7 @@ class Run:
         config = self.config
         for k in self.positions:
             plot_learning_curve(config.run_dirs[k], config.offline_steps if config.online_steps else None)
-            latest = self.loggers[k].latest('evaluation/success')
+            latest = self.loggers[k].latest(layout.SUCCESS_KEY)
             print(f'Finished {config.run_dirs[k]}: step {state.step}, latest success '
                   f'{"none evaluated" if latest is None else f"{latest:.3f}"}.')
 

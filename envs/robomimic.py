@@ -239,7 +239,7 @@ def _read_demo(group, name: str, path: str) -> dict:
 
 
 def _transitions(demos: list, obs_min, obs_max) -> dict:
-    """Our transition format (utils.datasets.TRANSITION_KEYS) from the demos, in order."""
+    """Our transition format (envs.datasets.TRANSITION_KEYS) from the demos, in order."""
     dones = np.concatenate([demo['dones'] for demo in demos])
     # Every demo ends with a terminal, so that action chunks never run from one demo into the next. The authors use
     # terminals = dones: a demo whose last done is 0 (possible in a file written without robomimic's done_mode 1/2)

@@ -25,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from utils.errors import RunError
+from core.errors import RunError
 
 # Tried in this order: EGL renders without a display and uses a GPU when its driver provides one; OSMesa is the
 # CPU-only fallback.
@@ -132,7 +132,7 @@ def render_frame(env) -> np.ndarray:
         if loaded_backend not in (None, os.environ.get('MUJOCO_GL', '').strip().lower()):
             raise RenderBackendError(
                 f'mujoco was imported in this process with the {loaded_backend} OpenGL backend, which it keeps, before '
-                f'the render backend was chosen. Call utils.video.choose_render_backend() before anything imports '
+                f'the render backend was chosen. Call envs.video.choose_render_backend() before anything imports '
                 f'mujoco (ogbench, dm_control), or render in a process started after it.') from error
         raise
     if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8):

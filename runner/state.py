@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from utils.acting import SeedActing
-from utils.checkpoints import Checkpointer, flatten_state, unflatten_like
-from utils.datasets import TRANSITION_KEYS, Dataset
-from utils.errors import RunError
-from utils.run_dir import CHECKPOINT_DIR
-from utils.seeds import stack, take, unstack
+from runner.acting import SeedActing
+from runner.checkpoints import Checkpointer, flatten_state, unflatten_like
+from envs.datasets import TRANSITION_KEYS, Dataset
+from core.errors import RunError
+from runner.layout import CHECKPOINT_DIR
+from runner.seed_axis import stack, take, unstack
 
 AGENT_KEY, REPLAY_KEY = 'agent', 'replay'
 FLOW_PREFIX = f'{AGENT_KEY}/network/params/modules_flow/'  # the BC flow of a --bc_only run

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from utils.errors import RunError
+from core.errors import RunError
 
 
 class RunDirectoryInUse(RunError):

@@ -128,7 +128,7 @@ class VectorField(nn.Module):
 
 
 class GaussianHead(nn.Module):
-    """Mean and log-std of a diagonal Gaussian (squashed by tanh in `utils.distributions`).
+    """Mean and log-std of a diagonal Gaussian (squashed by tanh in `core.distributions`).
 
     Used by DSRL's noise-space policy and QAM-E's edit policy. As in the authors' implementation of both
     (docs/algorithms.md section 9.4): no LayerNorm whatever `actor_layer_norm` says, log-std clipped to [-20, 2].

@@ -5,8 +5,8 @@ from functools import partial
 
 import jax
 
-from utils.datasets import ReplayBuffer, add_transition, sample_sequences
-from utils.seeds import map_seeds
+from envs.datasets import ReplayBuffer, add_transition, sample_sequences
+from runner.seed_axis import map_seeds
 
 # XLA:CPU hands dots to YNNPACK fusions by default. At small sizes, where the cost per op dominates, XLA's
 # own dot emitter is faster (measure with experiments/benchmark.py); at the paper's size the two are

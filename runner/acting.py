@@ -12,10 +12,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from utils.datasets import TRANSITION_KEYS, sparse_rewards
-from utils.env_pool import EnvPool
-from utils.errors import RunError
-from utils.seeds import map_seeds
+from envs.datasets import TRANSITION_KEYS, sparse_rewards
+from envs.env_pool import EnvPool
+from core.errors import RunError
+from runner.seed_axis import map_seeds
 
 # Streams of `episode_seed`: online resets by episode index, uniform random actions (balanced sampling) by
 # step, evaluation action keys and resets by evaluation round (the step) and episode.

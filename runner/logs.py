@@ -7,7 +7,7 @@ import os
 import time
 from typing import Dict, Optional
 
-from utils.run_dir import EVAL_CSV, LEARNING_CURVE, TRAIN_CSV
+from runner.layout import EVAL_CSV, LEARNING_CURVE, SUCCESS_KEY, TRAIN_CSV
 
 import numpy as np
 
@@ -189,7 +189,7 @@ def plot_learning_curve(run_dir: str, offline_steps: Optional[int] = None) -> Op
 
     steps = [row['step'] for row in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for axis, key, label in ((axes[0], 'evaluation/success', 'success rate'),
+    for axis, key, label in ((axes[0], SUCCESS_KEY, 'success rate'),
                              (axes[1], 'evaluation/episode_return', 'episode return')):
         axis.plot(steps, [row.get(key, np.nan) for row in rows], marker='o')
         if offline_steps:
@@ -197,7 +197,7 @@ def plot_learning_curve(run_dir: str, offline_steps: Optional[int] = None) -> Op
             axis.legend(loc='best')
         axis.set_xlabel('step')
         axis.set_ylabel(label)
-        if key == 'evaluation/success':
+        if key == SUCCESS_KEY:
             axis.set_ylim(-0.02, 1.02)
         axis.grid(alpha=0.3)
     fig.suptitle(os.path.basename(os.path.normpath(run_dir)))

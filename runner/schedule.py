@@ -28,7 +28,7 @@ class Schedule:
     def next_offline_stop(self, step: int) -> int:
         """The step the next offline call ends at: `steps_per_call` later, or the next event, whichever is
         first, so every event lands exactly on its step. A shard rotates before every update that is a
-        multiple of its interval (utils/offline_data.py), so a call ends just before it."""
+        multiple of its interval (envs/offline_data.py), so a call ends just before it."""
         intervals = (self.log_interval, self.eval_interval, self.save_interval)
         stops = [self.offline_steps, step + self.steps_per_call]
         stops += [(step // interval + 1) * interval for interval in intervals if interval > 0]

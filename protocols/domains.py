@@ -4,10 +4,10 @@ home for them.
 A domain is a benchmark row of the papers' tables, `cube-double-play` for the tasks
 `cube-double-play-singletask-task{1..5}-v0`. This module holds what every method shares on a domain
 (networks, discount and pessimism of the critic, rewards, chunk length, dataset) under each protocol;
-each method's own per-domain hyperparameters are in its registry entry (`agents.METHODS`), which
+each method's own per-domain hyperparameters are in its registry entry (`protocols.methods.METHODS`), which
 combines both:
 
-    from agents import METHODS
+    from protocols.methods import METHODS
     METHODS['QAM-E'].overrides('puzzle-4x4-play-singletask-task2-v0', protocol='trqam')
     # {'edit_scale': 0.9, 'inv_temp': 0.1, 'fql_alpha': 0.0, 'discount': 0.995, 'rho': 0.5,
     #  'actor_hidden_dims': (1024, 1024, 1024, 1024), 'value_hidden_dims': (1024, ...), 'actor_layer_norm': True}
@@ -20,7 +20,7 @@ import os
 import re
 from typing import Dict, Optional, Tuple
 
-from utils.ogbench_data import DEFAULT_DATASET_DIR, NUM_TASKS, is_locomotion
+from envs.ogbench_data import DEFAULT_DATASET_DIR, NUM_TASKS, is_locomotion
 
 
 def default_horizon_length(env_name: str) -> int:
@@ -42,6 +42,36 @@ def with_horizon_length(agent_config, env_name: str, horizon_length: Optional[in
 
 DEFAULT_HIDDEN_DIMS = (512, 512, 512, 512)
 LARGE_HIDDEN_DIMS = (1024, 1024, 1024, 1024)
+
+
+def _network(dims, num_qs, batch_size, actor_layer_norm=False):
+    return dict(actor_hidden_dims=dims, value_hidden_dims=dims, actor_layer_norm=actor_layer_norm, num_qs=num_qs,
+                batch_size=batch_size)
+
+
+# Network sizes by name, the one home of them: the papers' (paper; large, the TRQAM paper's on its large-data
+# domains) and two for CPUs (small: the sweep's cpu preset and the benchmark; tiny: the tests).
+NETWORK_SIZES = {
+    'paper': _network(DEFAULT_HIDDEN_DIMS, num_qs=10, batch_size=256),
+    'large': _network(LARGE_HIDDEN_DIMS, num_qs=10, batch_size=256, actor_layer_norm=True),
+    'small': _network((64, 64), num_qs=2, batch_size=64),
+    'tiny': _network((16, 16), num_qs=2, batch_size=8),
+}
+
+
+def dims_label(hidden_dims) -> str:
+    """'4x512' for (512, 512, 512, 512), '64-32' for (64, 32): how run names and tables show a network."""
+    hidden_dims = tuple(hidden_dims)
+    if hidden_dims and len(set(hidden_dims)) == 1:
+        return f'{len(hidden_dims)}x{hidden_dims[0]}'
+    return '-'.join(map(str, hidden_dims))
+
+
+def size_name(agent_config) -> str:
+    """The NETWORK_SIZES name of an agent config's actor network, else its `dims_label`."""
+    dims = tuple(agent_config.get('actor_hidden_dims') or ())
+    return next((name for name, size in NETWORK_SIZES.items() if size['actor_hidden_dims'] == dims),
+                dims_label(dims))
 STANDARD_DATASET_SIZE = 1_000_000
 
 

@@ -1,5 +1,5 @@
 """The settings of a main.py run: the flags and agent config as the user gave them, completed by the
-protocol's per-domain table (utils/domains.py, agents.METHODS), and what flags.json records of them.
+protocol's per-domain table (protocols/domains.py, protocols.methods.METHODS), and what flags.json records of them.
 
 Explicit settings always win: a flag or agent key the user set is never changed by the protocol. The
 resolved settings are printed at start (`describe`) and recorded in every seed's flags.json, with the ones
@@ -11,13 +11,13 @@ from typing import Dict, Optional
 
 import ml_collections
 
-from agents import BC, bc_config_for, method_of
-from utils import run_dir as layout
-from utils.domains import get_protocol, with_horizon_length
-from utils.errors import RunError
-from utils.logging import read_json
-from utils.run_state import settings_changes
-from utils.schedule import Schedule
+from protocols.methods import BC, bc_config_for, method_of, resolve_protocol
+from runner import layout
+from protocols.domains import PROTOCOLS, get_protocol
+from core.errors import RunError
+from runner.logs import read_json
+from runner.state import settings_changes
+from runner.schedule import Schedule
 
 # Flags that name where a run lives, how it is grouped or how it reports, not what it computes: a resume may
 # change them. 'protocol' itself is free because every value it sets is recorded and compared.
@@ -29,8 +29,6 @@ RESUME_FREE_SETTINGS = RESUME_FREE_FLAGS + ('config_changes', 'protocol_settings
 # --bc_only) resolves to the same BC run.
 BC_UNUSED_FLAGS = ('online_steps', 'start_training', 'utd_ratio', 'balanced_sampling', 'pretrained_actor_path',
                    'run_name')
-# The BC stage's length with --bc_only under a protocol without one (the TRQAM paper's).
-PAPER_BC_STEPS = 300_000
 
 
 class ConfigMismatch(RunError):
@@ -46,7 +44,7 @@ def resolve_config(flag_values: dict, agent_config, explicit=(), defaults: Optio
                                 value != defaults[name]}
     base = method.default_config()
     explicit |= {f'agent.{key}' for key, value in agent_config.items() if key not in base or base[key] != value}
-    values, agent, applied = _apply_protocol(flag_values, agent_config, method, explicit)
+    values, agent, applied = resolve_protocol(method, flag_values, agent_config, explicit)
     if values['bc_only']:
         values, agent = _bc_run(values, agent, defaults)
         applied = {key: value for key, value in applied.items()
@@ -70,37 +68,13 @@ def resolve_config(flag_values: dict, agent_config, explicit=(), defaults: Optio
     return ml_collections.FrozenConfigDict(config)
 
 
-def _apply_protocol(flag_values, agent_config, method, explicit):
-    """(flag values, agent config, {setting: value the protocol set})."""
-    values = dict(flag_values)
-    agent = agent_config.copy_and_resolve_references()
-    protocol_values = method.protocol_settings(values['env_name'], values['protocol'], values['dataset_dir'])
-    skipped = set(explicit)
-    if values['dataset_path']:
-        skipped.add('dataset_shards_dir')
-    if 'agent.horizon_length' in explicit:
-        skipped.add('horizon_length')
-    applied = {key: value for key, value in protocol_values.items() if key not in skipped}
-    with agent.unlocked():
-        for key, value in applied.items():
-            if key.startswith('agent.'):
-                agent[key[len('agent.'):]] = value
-            else:
-                values[key] = value
-    values['sparse'] = bool(values['sparse'])
-    values['bc_steps'] = values['bc_steps'] or 0
-    agent = with_horizon_length(agent, values['env_name'], values['horizon_length'])
-    values['horizon_length'] = agent.horizon_length
-    return values, agent, applied
-
-
 def _bc_run(values, agent, defaults):
     """Stage 1 on its own: the BC flow with the method's network, for `bc_steps` steps."""
     values = {**values, **{name: defaults.get(name) for name in BC_UNUSED_FLAGS}}
     if not values['bc_steps'] and values['protocol'] != 'trqam':
         raise RunError(f'--bc_only under --protocol={values["protocol"]} needs --bc_steps (this protocol has no BC '
-                       f'pre-training stage; the TRQAM paper\'s is {PAPER_BC_STEPS}).')
-    values['bc_steps'] = values['bc_steps'] or PAPER_BC_STEPS
+                       f'pre-training stage; the TRQAM paper\'s is {PROTOCOLS["trqam"].bc_steps}).')
+    values['bc_steps'] = values['bc_steps'] or PROTOCOLS['trqam'].bc_steps
     values.update(offline_steps=values['bc_steps'], online_steps=0)
     return values, bc_config_for(agent)
 

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from utils.errors import RunError
+from core.errors import RunError
 
 
 @dataclasses.dataclass
@@ -77,7 +77,7 @@ class _Environments:
 
     def record(self, index: int, video_path: Optional[str]):
         """Starts rendering environment `index`'s frames, or (None) writes them to the video file given."""
-        from utils import video
+        from envs import video
 
         if video_path is not None:
             self.recorders[index] = (video.EpisodeRecorder(self.envs[index], VIDEO_FRAME_SKIP), video_path)

@@ -9,7 +9,7 @@ This module wraps ``ogbench.make_env_and_datasets`` so that
 * malformed datasets fail with a ``ValueError`` naming the file and the problem;
 * the returned datasets are post-processed like the FQL reference implementation (actions clipped to
   ``[-1 + eps, 1 - eps]``, optional sparse rewards ``r -> -1[r != 0]``) and are plain dicts of float32 numpy arrays
-  with the keys ``utils.datasets.TRANSITION_KEYS`` (``observations, actions, rewards, masks, terminals,
+  with the keys ``envs.datasets.TRANSITION_KEYS`` (``observations, actions, rewards, masks, terminals,
   next_observations``).
 
 It also provides helpers for the sharded large datasets (directories of 1M-transition ``.npz`` shards):
@@ -19,7 +19,7 @@ Names: an OGBench single-task name such as ``cube-double-play-singletask-task2-v
 *family* (``cube-double``), the dataset type (``play``), the task and the version; ``ParsedEnvName`` holds these parts.
 
 ``ogbench`` (and through it MuJoCo / dm_control) is imported lazily; importing this module loads only numpy and
-``utils.datasets``.
+``envs.datasets``.
 """
 
 import contextlib
@@ -32,7 +32,7 @@ import zipfile
 
 import numpy as np
 
-from utils.datasets import TRANSITION_KEYS, sparse_rewards
+from envs.datasets import TRANSITION_KEYS, sparse_rewards
 
 DEFAULT_DATASET_DIR = '~/.ogbench/data'  # OGBench's own default (ogbench.utils.DEFAULT_DATASET_DIR).
 

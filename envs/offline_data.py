@@ -18,10 +18,10 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from utils.datasets import Dataset, example_batch
-from utils import robomimic
-from utils.errors import RunError
-from utils.ogbench_data import (DEFAULT_DATASET_DIR, list_dataset_shards, load_dataset_shard, make_env,
+from envs.datasets import Dataset, example_batch
+from envs import robomimic
+from core.errors import RunError
+from envs.ogbench_data import (DEFAULT_DATASET_DIR, list_dataset_shards, load_dataset_shard, make_env,
                                 make_env_and_datasets)
 
 

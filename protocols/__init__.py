@@ -1,0 +1,1 @@
+"""What the papers ran: the per-domain table and the protocols (`domains`), the method registry (`methods`)."""

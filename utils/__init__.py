@@ -1,1 +1,0 @@
-"""Shared building blocks of the agents, main.py and the experiments."""
