@@ -13,6 +13,7 @@ import optax
 
 from core.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
 from core.flax_utils import ModuleDict, TrainState, nonpytree_field
+from core.networks import Value, VectorField
 
 
 def freeze_config(config, **derived) -> ml_collections.FrozenConfigDict:
@@ -53,6 +54,18 @@ def build_network(
     return TrainState.create(network_def, params, tx, target_modules=target_modules)
 
 
+def critic_network(config) -> Value:
+    """The agents' critic: an ensemble of `num_qs` Q(s, a) MLPs."""
+    return Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'],
+                 dtype=config['compute_dtype'])
+
+
+def flow_network(config) -> VectorField:
+    """The agents' flow velocity field v(s, x, t) over flattened action chunks (also their one-step policies)."""
+    return VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'],
+                       dtype=config['compute_dtype'])
+
+
 def prefixed(prefix: str, info: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
     return {f'{prefix}/{key}': value for key, value in info.items()}
 
@@ -67,6 +80,33 @@ class Agent(flax.struct.PyTreeNode):
     # Modules of this agent that start from the BC pre-trained flow (`--pretrained_actor_path`),
     # with their target copies when they have one.
     PRETRAINED_FLOW_MODULES: ClassVar[Tuple[str, ...]] = ()
+    # Modules with a Polyak-averaged target copy.
+    TARGET_MODULES: ClassVar[Tuple[str, ...]] = ()
+
+    @classmethod
+    def create(cls, seed, example_batch, config):
+        """The agent with fresh networks (`modules`) under one optimiser; `config` completed with what the data
+        fixes (`complete_config`) and frozen. The caller's config is untouched."""
+        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
+        config = freeze_config(config, **cls.complete_config(config, chunk_dim_of(example_batch)))
+        modules = cls.modules(config, example_batch['observations'], example_batch['actions'])
+        network = build_network(init_rng, modules, config, cls.TARGET_MODULES, config.get('clip_grad_norm', 0.0))
+        return cls(rng=rng, network=network, config=config, **cls.extra_state(config))
+
+    @classmethod
+    def extra_state(cls, config) -> Dict[str, Any]:
+        """Agent fields beyond rng/network/config, at their start (TRQAM's dual variables)."""
+        return {}
+
+    @classmethod
+    def complete_config(cls, config, chunk_dim: int) -> Dict[str, Any]:
+        """Checks `config` and returns the values derived from the data (the chunk size H * |A|, ...)."""
+        return dict(chunk_dim=chunk_dim)
+
+    @classmethod
+    def modules(cls, config, observations, actions) -> Dict[str, Tuple[flax.linen.Module, Sequence[Any]]]:
+        """The agent's networks by name, each with example inputs: {name: (module, inputs)}."""
+        raise NotImplementedError
 
     def critic_loss(self, batch, grad_params, rng):
         """Section 2: the ensemble regresses to R + gamma^H mask (mean - rho std) of the target critics at

@@ -7,9 +7,8 @@ can then start its flow networks from the checkpoint (`--pretrained_actor_path`)
 import jax
 import ml_collections
 
-from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
+from agents.base import Agent, flow_network, prefixed
 from core.flow import euler_ode_sample, flow_matching_loss
-from core.networks import VectorField
 
 
 class BCFlowAgent(Agent):
@@ -27,15 +26,8 @@ class BCFlowAgent(Agent):
         return euler_ode_sample(flow, noises, self.config['flow_steps'])
 
     @classmethod
-    def create(cls, seed, example_batch, config):
-        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
-        observations, actions = example_batch['observations'], example_batch['actions']
-        config = freeze_config(config, chunk_dim=chunk_dim_of(example_batch))
-        flow = VectorField(
-            config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=config['compute_dtype']
-        )
-        network = build_network(init_rng, {'flow': (flow, (observations, actions, actions[..., :1]))}, config)
-        return cls(rng=rng, network=network, config=config)
+    def modules(cls, config, observations, actions):
+        return {'flow': (flow_network(config), (observations, actions, actions[..., :1]))}
 
 
 def get_config():

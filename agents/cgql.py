@@ -14,10 +14,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from agents.base import Agent, build_network, chunk_dim_of, freeze_config
+from agents.base import Agent, critic_network, flow_network
 from core.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
 from core.flow import euler_ode_sample, flow_matching_loss
-from core.networks import Value, VectorField
 
 MODES = ('simple', 'mse', 'linex')
 
@@ -102,27 +101,21 @@ class CGQLAgent(Agent):
         noises = jax.random.normal(rng, (*observations.shape[:-1], self.config['chunk_dim']))
         return euler_ode_sample(self.guided_velocity(observations), noises, self.config['flow_steps'])
 
+    TARGET_MODULES = ('critic', 'flow')
+
     @classmethod
-    def create(cls, seed, example_batch, config):
+    def complete_config(cls, config, chunk_dim):
         if config['mode'] not in MODES:
             raise ValueError(f'Unknown CGQL mode {config["mode"]!r}; --agent.mode must be one of {", ".join(MODES)}.')
-        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
-        observations, actions = example_batch['observations'], example_batch['actions']
-        config = freeze_config(config, chunk_dim=chunk_dim_of(example_batch))
+        return super().complete_config(config, chunk_dim)
+
+    @classmethod
+    def modules(cls, config, observations, actions):
         times = actions[..., :1]
-        dtype = config['compute_dtype']
-        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype)
-        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=dtype)
-        network = build_network(
-            init_rng,
-            {
-                'critic': (critic, (observations, actions, times)),
-                'flow': (flow, (observations, actions, times)),
-            },
-            config,
-            target_modules=('critic', 'flow'),
-        )
-        return cls(rng=rng, network=network, config=config)
+        return {
+            'critic': (critic_network(config), (observations, actions, times)),
+            'flow': (flow_network(config), (observations, actions, times)),
+        }
 
 
 def get_config():

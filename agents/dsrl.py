@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from agents.base import Agent, build_network, chunk_dim_of, freeze_config
+from agents.base import Agent, critic_network, flow_network
 from core.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
 from core.flow import euler_ode_sample, flow_matching_loss
-from core.networks import GaussianHead, LogParam, Value, VectorField
+from core.networks import GaussianHead, LogParam
 
 
 class DSRLAgent(Agent):
@@ -76,33 +76,23 @@ class DSRLAgent(Agent):
         noises = self.config['noise_scale'] * jnp.clip(noises, -1, 1)
         return self.decode(observations, noises)
 
-    @classmethod
-    def create(cls, seed, example_batch, config):
-        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
-        observations, actions = example_batch['observations'], example_batch['actions']
-        chunk_dim = chunk_dim_of(example_batch)
-        target_entropy = target_entropy_for(config.get('target_entropy'), config['target_entropy_multiplier'], chunk_dim)
-        config = freeze_config(config, chunk_dim=chunk_dim, target_entropy=target_entropy)
+    TARGET_MODULES = ('critic', 'flow')
 
-        dtype = config['compute_dtype']
-        critic = lambda: Value(  # noqa: E731
-            config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype
-        )
-        flow = VectorField(config['actor_hidden_dims'], chunk_dim, config['actor_layer_norm'], dtype=dtype)
-        noise_actor = GaussianHead(config['actor_hidden_dims'], chunk_dim, dtype=dtype)
-        network = build_network(
-            init_rng,
-            {
-                'critic': (critic(), (observations, actions)),
-                'noise_critic': (critic(), (observations, actions)),
-                'flow': (flow, (observations, actions, actions[..., :1])),
-                'noise_actor': (noise_actor, (observations,)),
-                'alpha': (LogParam(), ()),
-            },
-            config,
-            target_modules=('critic', 'flow'),
-        )
-        return cls(rng=rng, network=network, config=config)
+    @classmethod
+    def complete_config(cls, config, chunk_dim):
+        target_entropy = target_entropy_for(config.get('target_entropy'), config['target_entropy_multiplier'], chunk_dim)
+        return dict(chunk_dim=chunk_dim, target_entropy=target_entropy)
+
+    @classmethod
+    def modules(cls, config, observations, actions):
+        noise_actor = GaussianHead(config['actor_hidden_dims'], config['chunk_dim'], dtype=config['compute_dtype'])
+        return {
+            'critic': (critic_network(config), (observations, actions)),
+            'noise_critic': (critic_network(config), (observations, actions)),
+            'flow': (flow_network(config), (observations, actions, actions[..., :1])),
+            'noise_actor': (noise_actor, (observations,)),
+            'alpha': (LogParam(), ()),
+        }
 
 
 def get_config():

@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from agents.base import Agent, build_network, chunk_dim_of, freeze_config
+from agents.base import Agent, critic_network, flow_network
 from core.flow import euler_ode_sample, flow_matching_loss
-from core.networks import Value, VectorField
 
 
 class FQLAgent(Agent):
@@ -42,29 +41,15 @@ class FQLAgent(Agent):
         noises = jax.random.normal(rng, (*observations.shape[:-1], self.config['chunk_dim']))
         return jnp.clip(self.network.select('one_step_actor')(observations, noises), -1, 1)
 
+    TARGET_MODULES = ('critic',)
+
     @classmethod
-    def create(cls, seed, example_batch, config):
-        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
-        observations, actions = example_batch['observations'], example_batch['actions']
-        config = freeze_config(config, chunk_dim=chunk_dim_of(example_batch))
-        times = actions[..., :1]
-        dtype = config['compute_dtype']
-        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype)
-        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=dtype)
-        one_step_actor = VectorField(
-            config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=dtype
-        )
-        network = build_network(
-            init_rng,
-            {
-                'critic': (critic, (observations, actions)),
-                'flow': (flow, (observations, actions, times)),
-                'one_step_actor': (one_step_actor, (observations, actions)),
-            },
-            config,
-            target_modules=('critic',),
-        )
-        return cls(rng=rng, network=network, config=config)
+    def modules(cls, config, observations, actions):
+        return {
+            'critic': (critic_network(config), (observations, actions)),
+            'flow': (flow_network(config), (observations, actions, actions[..., :1])),
+            'one_step_actor': (flow_network(config), (observations, actions)),
+        }
 
 
 def get_config():

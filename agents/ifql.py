@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from agents.base import Agent, build_network, chunk_dim_of, freeze_config, prefixed
+from agents.base import Agent, critic_network, flow_network, prefixed
 from core.critic import (
     chunk_td_target,
     critic_info,
@@ -19,7 +19,7 @@ from core.critic import (
     pessimistic_ensemble_value,
 )
 from core.flow import euler_ode_sample, flow_matching_loss
-from core.networks import Value, VectorField
+from core.networks import Value
 
 
 class IFQLAgent(Agent):
@@ -70,26 +70,16 @@ class IFQLAgent(Agent):
         best = jnp.argmax(scores, axis=-1)
         return jnp.take_along_axis(candidates, best[..., None, None], axis=-2)[..., 0, :]
 
+    TARGET_MODULES = ('critic',)
+
     @classmethod
-    def create(cls, seed, example_batch, config):
-        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
-        observations, actions = example_batch['observations'], example_batch['actions']
-        config = freeze_config(config, chunk_dim=chunk_dim_of(example_batch))
-        dtype = config['compute_dtype']
-        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype)
-        value = Value(config['value_hidden_dims'], config['value_layer_norm'], dtype=dtype)
-        flow = VectorField(config['actor_hidden_dims'], config['chunk_dim'], config['actor_layer_norm'], dtype=dtype)
-        network = build_network(
-            init_rng,
-            {
-                'critic': (critic, (observations, actions)),
-                'value': (value, (observations,)),
-                'flow': (flow, (observations, actions, actions[..., :1])),
-            },
-            config,
-            target_modules=('critic',),
-        )
-        return cls(rng=rng, network=network, config=config)
+    def modules(cls, config, observations, actions):
+        value = Value(config['value_hidden_dims'], config['value_layer_norm'], dtype=config['compute_dtype'])
+        return {
+            'critic': (critic_network(config), (observations, actions)),
+            'value': (value, (observations,)),
+            'flow': (flow_network(config), (observations, actions, actions[..., :1])),
+        }
 
 
 def get_config():

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from agents.base import Agent, build_network, chunk_dim_of, freeze_config
+from agents.base import Agent, critic_network, flow_network
 from core.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
 from core.flow import (
     adjoint_matching_loss,
@@ -22,7 +22,7 @@ from core.flow import (
     path_kl,
     terminal_adjoint,
 )
-from core.networks import GaussianHead, LogParam, Value, VectorField
+from core.networks import GaussianHead, LogParam
 
 
 class QAMAgent(Agent):
@@ -111,48 +111,35 @@ class QAMAgent(Agent):
             actions = jnp.clip(actions + self.config['edit_scale'] * edits, -1, 1)
         return actions
 
-    @classmethod
-    def extra_state(cls, config):
-        """Agent fields beyond rng/network/config (TRQAM's dual variables)."""
-        return {}
+    TARGET_MODULES = ('critic', 'base_flow')
 
     @classmethod
-    def create(cls, seed, example_batch, config):
+    def complete_config(cls, config, chunk_dim):
         if config['edit_scale'] > 0 and config['fql_alpha'] > 0:
             raise ValueError(
                 f'QAM-E (edit_scale={config["edit_scale"]}) and QAM-F (fql_alpha={config["fql_alpha"]}) exclude '
                 'each other: set one of --agent.edit_scale and --agent.fql_alpha to 0.'
             )
-        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
-        observations, actions = example_batch['observations'], example_batch['actions']
-        chunk_dim = chunk_dim_of(example_batch)
         target_entropy = target_entropy_for(
             config.get('edit_target_entropy'), config['edit_target_entropy_multiplier'], chunk_dim
         )
-        config = freeze_config(config, chunk_dim=chunk_dim, edit_target_entropy=target_entropy)
+        return dict(chunk_dim=chunk_dim, edit_target_entropy=target_entropy)
 
+    @classmethod
+    def modules(cls, config, observations, actions):
         times = actions[..., :1]
-        dtype = config['compute_dtype']
-        flow = lambda: VectorField(  # noqa: E731
-            config['actor_hidden_dims'], chunk_dim, config['actor_layer_norm'], dtype=dtype
-        )
-        critic = Value(config['value_hidden_dims'], config['value_layer_norm'], config['num_qs'], dtype=dtype)
         modules = {
-            'critic': (critic, (observations, actions)),
-            'base_flow': (flow(), (observations, actions, times)),
-            'fine_flow': (flow(), (observations, actions, times)),
+            'critic': (critic_network(config), (observations, actions)),
+            'base_flow': (flow_network(config), (observations, actions, times)),
+            'fine_flow': (flow_network(config), (observations, actions, times)),
         }
         if config['edit_scale'] > 0:
-            edit_actor = GaussianHead(config['actor_hidden_dims'], chunk_dim, dtype=dtype)
+            edit_actor = GaussianHead(config['actor_hidden_dims'], config['chunk_dim'], dtype=config['compute_dtype'])
             modules['edit_actor'] = (edit_actor, (observations, actions))
             modules['edit_alpha'] = (LogParam(), ())
         if config['fql_alpha'] > 0:
-            modules['one_step_actor'] = (flow(), (observations, actions))
-        network = build_network(
-            init_rng, modules, config, target_modules=('critic', 'base_flow'), clip_grad_norm=config['clip_grad_norm']
-        )
-        return cls(rng=rng, network=network, config=config, **cls.extra_state(config))
-
+            modules['one_step_actor'] = (flow_network(config), (observations, actions))
+        return modules
 
 def get_config():
     return ml_collections.ConfigDict(

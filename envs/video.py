@@ -208,12 +208,3 @@ def write_mp4(frames, path: str, fps: float):
     except BaseException:
         os.remove(partial_path)
         raise
-
-
-def log_video_to_wandb(run, key: str, path: str, step: int, caption: str = None):
-    """Log an MP4 file to a wandb run (`RunLogger.wandb.run`); does nothing when wandb is off (run is None)."""
-    if run is None:
-        return
-    import wandb  # noqa: PLC0415 - only runs with wandb on need it
-
-    run.log({key: wandb.Video(path, caption=caption)}, step=step)

@@ -162,9 +162,12 @@ ROBOMIMIC_DOMAINS: Dict[str, DomainSettings] = {d.name: d for d in (
 
 
 def _generic(name: str) -> DomainSettings:
-    """Any other domain: the authors' code defaults (sparse rewards for puzzle and scene, as in the table)."""
-    return DomainSettings(name, sparse=name.startswith(('puzzle', 'scene')), rho=0.5, qam_discount=0.99,
-                          trqam_discount=0.995, dataset_size=STANDARD_DATASET_SIZE, in_benchmark=False)
+    """Any other domain: the authors' code defaults, with sparse rewards where the table's domains of the same
+    environment (e.g. puzzle-4x5-play: puzzle) have them."""
+    environment = name.split('-')[0]
+    sparse = any(row.sparse for row in DOMAINS.values() if row.name.split('-')[0] == environment)
+    return DomainSettings(name, sparse=sparse, rho=0.5, qam_discount=0.99, trqam_discount=0.995,
+                          dataset_size=STANDARD_DATASET_SIZE, in_benchmark=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -209,17 +209,6 @@ def paper_methods() -> Tuple[str, ...]:
     return tuple(label for label, method in METHODS.items() if method.in_paper)
 
 
-def register(method: Method):
-    """Adds a method (e.g. from an experiment or a test) after the built-in ones."""
-    if method.label in METHODS:
-        raise ValueError(f'A method labelled {method.label!r} is already registered.')
-    METHODS[method.label] = method
-
-
-def unregister(label: str):
-    METHODS.pop(label)
-
-
 def agent_names():
     return sorted({method.agent_name for method in METHODS.values()})
 
@@ -246,12 +235,6 @@ def method_of(config: Mapping) -> Method:
         raise ValueError(f'The {agent_name} config {dict(config)} is none of the registered methods '
                          f'({", ".join(m.label for m in METHODS.values() if m.agent_name == agent_name)}).')
     raise _unknown_agent(agent_name)
-
-
-def get_method(label: str) -> Method:
-    if label not in METHODS:
-        raise ValueError(f'Unknown method {label!r}; known: {", ".join(METHODS)}.')
-    return METHODS[label]
 
 
 def method_by_slug(slug: str) -> Method:

@@ -6,6 +6,8 @@ import functools
 from absl import flags
 from ml_collections import config_flags
 
+from envs import ogbench_data, robomimic
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
     """Defines main.py's flags (and --agent, the agent config file) on `flag_values`."""
@@ -19,8 +21,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
          'flags and the agent config only). Flags given explicitly always win.')
     integer('seed', 0, 'Random seed (networks, batches, environment resets).')
     comma_list('seeds', None, 'Several seeds trained in one program, e.g. 0,1,2,3 (default: --seed).')
-    string('dataset_dir', None, 'Folder of the datasets (default: ogbench\'s ~/.ogbench/data, Robomimic\'s '
-           '~/.robomimic).')
+    string('dataset_dir', None, f'Folder of the datasets (default: OGBench\'s {ogbench_data.DEFAULT_DATASET_DIR}, '
+           f'Robomimic\'s {robomimic.DEFAULT_DATASET_DIR}).')
     string('dataset_path', None, 'One dataset file (overrides --dataset_dir).')
     string('dataset_shards_dir', None, 'Folder of 1M-transition .npz shards (the 10M/100M datasets; default: '
            'the protocol\'s).')

@@ -9,8 +9,9 @@ for the CPU too: the same hash, so every key, split and sample is unchanged (tes
 against stock JAX in a fresh process); only the compiled program is faster.
 
 The entry points (`main.train`, the experiments, the tests' conftest) call it before they trace
-anything; importing a module of `utils` changes nothing. It uses two private JAX names; if a future JAX
-renames them, it warns and leaves JAX's default in place.
+anything; importing a module of the library changes nothing. It uses two private JAX names, which the pinned
+JAX has (tests/test_compilation.py fails on any other JAX version, so an upgrade re-checks this module); where
+they are missing it warns and leaves JAX's default in place.
 """
 
 import warnings

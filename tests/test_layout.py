@@ -95,3 +95,17 @@ def test_the_layering_check_sees_a_wrong_import(tmp_path):
     found = imports_of(str(bad), project_modules())
     assert found == {'runner.layout', 'envs', 'envs.datasets'}
     assert not {name.split('.')[0] for name in found} <= ALLOWED['agents']
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_outside_tests_is_longer_than_a_screen():
+    long = []
+    for module, path in project_modules().items():
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f'{module}.{node.name}: {length} lines')
+    assert not long, f'functions over {MAX_FUNCTION_LINES} lines (split them into named steps):\n' + '\n'.join(long)

@@ -6,17 +6,17 @@ import os
 
 import pytest
 
-from protocols.methods import METHODS, Method, column, method_of, paper_methods, register, unregister
+from protocols.methods import METHODS, Method, column, method_of, paper_methods
 from experiments import aggregate, benchmark, sweep
 
 
 @pytest.fixture
-def toy_method():
+def toy_method(monkeypatch):
+    """A new agent (tests/toy_agent.py) with its one registry entry, as a user adds one."""
     method = Method('TOY', 'tests.toy_agent.ToyAgent', fixed=dict(value_layer_norm=False),
                     per_domain=dict(alpha=column(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)))
-    register(method)
-    yield method
-    unregister('TOY')
+    monkeypatch.setitem(METHODS, method.label, method)
+    return method
 
 
 def test_every_builtin_method_labels_its_own_default_config():
@@ -87,14 +87,11 @@ def test_same_configuration_is_one_rule():
             assert others == ([{'QAM': 'QAM-E', 'QAM-E': 'QAM'}[label]] if coincide else []), (label, env)
 
 
-def test_methods_that_would_share_a_bc_run_with_other_settings_are_refused(tmp_path):
+def test_methods_that_would_share_a_bc_run_with_other_settings_are_refused(tmp_path, monkeypatch):
     # A method whose flow settings differ (here the learning rate) would start from the BC run every method of
     # the task shares (named by task, seed and flow shape only): main.py would refuse the second one; the sweep
     # says so.
-    register(Method('TOY2', 'tests.toy_agent.ToyAgent', fixed=dict(lr=1e-3)))
-    try:
-        with pytest.raises(ValueError, match='same BC run'):
-            sweep.build_sweep(sweep.resolve_spec('paper', dataset_dir=str(tmp_path), domains=('cube-double-play',),
-                                                 tasks=(1,), seeds=(0,), methods=('FQL', 'TOY2')))
-    finally:
-        unregister('TOY2')
+    monkeypatch.setitem(METHODS, 'TOY2', Method('TOY2', 'tests.toy_agent.ToyAgent', fixed=dict(lr=1e-3)))
+    with pytest.raises(ValueError, match='same BC run'):
+        sweep.build_sweep(sweep.resolve_spec('paper', dataset_dir=str(tmp_path), domains=('cube-double-play',),
+                                             tasks=(1,), seeds=(0,), methods=('FQL', 'TOY2')))

@@ -120,15 +120,19 @@ def test_backend_fallback_and_the_error_when_none_works(render_environment, monk
 def test_wandb_gets_the_mp4_file_and_nothing_is_logged_without_a_run(tmp_path):
     import wandb
 
+    from runner.logs import WandbLogger
+
     class RecordingRun:
         def log(self, data, step):
             self.logged = data, step
 
-    path = str(tmp_path / 'episode.mp4')
+    path = str(tmp_path / 'step7_episode0.mp4')
     video.write_mp4([np.zeros((16, 16, 3), np.uint8)] * 2, path, fps=2)
-    video.log_video_to_wandb(None, 'evaluation/video', path, step=7)  # wandb off: no error, nothing to log to
-    run = RecordingRun()
-    video.log_video_to_wandb(run, 'evaluation/video', path, step=7, caption='episode 0')
-    (key, logged_video), = run.logged[0].items()
-    assert key == 'evaluation/video' and run.logged[1] == 7
-    assert isinstance(logged_video, wandb.Video) and logged_video._path == path and logged_video._caption == 'episode 0'
+    logger = WandbLogger('disabled', 'project', 'group', 'name', {}, str(tmp_path))
+    logger.log_video(path, step=7)  # wandb off: no run, nothing to log to, no error
+    assert logger.run is None
+    logger.run = RecordingRun()
+    logger.log_video(path, step=7)
+    (key, logged_video), = logger.run.logged[0].items()
+    assert key == 'evaluation/video/step7_episode0.mp4' and logger.run.logged[1] == 7
+    assert isinstance(logged_video, wandb.Video) and logged_video._path == path
