@@ -311,33 +311,28 @@ def build_sweep(spec: SweepSpec) -> Sweep:
 
 
 def summary(sweep: Sweep) -> str:
-    spec = sweep.spec
-    protocol = domains_lib.get_protocol(spec.protocol)
+    spec, protocol = sweep.spec, domains_lib.get_protocol(sweep.spec.protocol)
     num_tasks = sum(len(domain_envs(domain, spec.tasks)) for domain in spec.domains)
-    stage = ', no BC pre-training stage (the methods start from scratch)'
-    if sweep.bc_jobs:
-        stage = (f', plus {sweep.bc_runs} BC pre-training runs ({"one per domain" if spec.bc_per_domain else "one per task"}'
-                 f' and seed, {spec.bc_steps} steps)')
+    stage = (f', plus {sweep.bc_runs} BC pre-training runs (one per {"domain" if spec.bc_per_domain else "task"} and '
+             f'seed, {spec.bc_steps} steps)' if sweep.bc_jobs else ', no BC pre-training stage (the methods start '
+             'from scratch)')
     lines = [f'Sweep {spec.preset!r} under --protocol={protocol.name} ({protocol.description}): '
              f'{len(spec.methods)} methods x {num_tasks} tasks x {len(spec.seeds)} seeds '
              f'= {len(sweep.expected)} runs in the table{stage}.']
-    same = collections.defaultdict(set)
+    same = collections.defaultdict(list)  # (method, the method it equals) -> a domain per run
     for method, env_name, _, same_as in sweep.duplicates:
-        same[(method, same_as)].add(env_name)
-    for (method, same_as), env_names in same.items():
-        count = sum(1 for d in sweep.duplicates if (d[0], d[3]) == (method, same_as))
-        names = sorted({domains_lib.domain_name(env_name) for env_name in env_names})
-        lines.append(f'  {count} {method} runs have the configuration of {same_as} ({", ".join(names)}) '
-                     f'and are launched once; the aggregation reports them under both labels.')
-    per_job = spec.seeds_per_job
+        same[(method, same_as)].append(domains_lib.domain_name(env_name))
+    lines += [f'  {len(names)} {method} runs have the configuration of {same_as} ({", ".join(sorted(set(names)))}) '
+              'and are launched once; the aggregation reports them under both labels.'
+              for (method, same_as), names in same.items()]
+    per_job, bc, rl = spec.seeds_per_job, *sweep.launchable()
     lines.append(f'Jobs ({per_job} seed{"s" if per_job > 1 else ""} per main.py process): '
                  f'{len(sweep.bc_jobs)} BC + {len(sweep.rl_jobs)} methods = {len(sweep.bc_jobs) + len(sweep.rl_jobs)} '
                  f'jobs, for {sweep.bc_runs} + {sweep.rl_runs} run directories.')
     if sweep.missing_data:
-        bc, rl = sweep.launchable()
-        lines.append(f'Data missing under {spec.dataset_dir} for {len(sweep.missing_data)} of '
-                     f'{len(spec.domains)} domains; their jobs are not launched '
-                     f'({len(sweep.bc_jobs) - len(bc)} BC + {len(sweep.rl_jobs) - len(rl)} method jobs):')
+        lines.append(f'Data missing under {spec.dataset_dir} for {len(sweep.missing_data)} of {len(spec.domains)} '
+                     f'domains; their jobs are not launched ({len(sweep.bc_jobs) - len(bc)} BC + '
+                     f'{len(sweep.rl_jobs) - len(rl)} method jobs):')
         lines += [f'  - {domain}: {detail}' for domain, detail in sweep.missing_data.items()]
     return '\n'.join(lines)
 
@@ -366,21 +361,20 @@ def check_costs(costs: dict):
         raise ValueError('the costs are not a JSON object')
     wrong = sorted(set(costs) ^ set(COSTS_KEYS))
     if wrong:
-        raise ValueError(f'costs key {wrong[0]!r} is {"missing" if wrong[0] in COSTS_KEYS else "unknown"} '
-                         f'(keys: {", ".join(COSTS_KEYS)})')
+        raise ValueError(f'costs key {wrong[0]!r} is {"missing" if wrong[0] in COSTS_KEYS else "unknown"}')
     for key in COSTS_KEYS:
         if not isinstance(costs[key], str if key in ('device', 'command') else dict):
-            raise ValueError(f'costs[{key!r}] is not a {"string" if key in ("device", "command") else "object"}')
-    for agent, sizes in costs['ms_per_update'].items():
-        if not isinstance(sizes, dict) or not all(map(_positive, sizes.values())):
-            raise ValueError(f'ms_per_update[{agent!r}] is not {{size: ms > 0}}')
-    for size, row in costs['seed_group_speedup'].items():
-        if not isinstance(row, dict) or not all(n.isdigit() and _positive(x) for n, x in row.items()) \
-                or row.get('1', 1.0) != 1.0:
-            raise ValueError(f'seed_group_speedup[{size!r}] is not {{"N": speed-up > 0}} with "1": 1.0')
-    for size, ms in costs['eval_ms_per_episode'].items():
-        if not _positive(ms):
-            raise ValueError(f'eval_ms_per_episode[{size!r}] is not ms > 0')
+            raise ValueError(f'costs[{key!r}] is not a {"string" if key in ("device", "command") else "JSON object"}')
+    tables = {f'ms_per_update[{agent!r}]': sizes for agent, sizes in costs['ms_per_update'].items()}
+    tables.update({f'seed_group_speedup[{size!r}]': row for size, row in costs['seed_group_speedup'].items()})
+    tables['eval_ms_per_episode'] = costs['eval_ms_per_episode']
+    for where, table in tables.items():
+        if not isinstance(table, dict):
+            raise ValueError(f'{where} is not a JSON object')
+        bad = [key for key, value in table.items() if not _positive(value) or (
+            where.startswith('seed_group') and not (key.isdigit() and (key != '1' or value == 1.0)))]
+        if bad:
+            raise ValueError(f'{where}[{bad[0]!r}] is not a positive number (a group of N seeds: "N", "1" is 1.0)')
 
 
 def load_costs(path: str) -> dict:
@@ -522,7 +516,8 @@ def run_local(bc_jobs: List[Job], rl_jobs: List[Job], max_workers: int, log_dir:
             waiting[job.depends_on].append(job)
     status, total = {}, len(bc_jobs) + len(rl_jobs)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max_workers) as executor:
-        pending = {executor.submit(run, job): job for job in bc_jobs + [j for j in rl_jobs if j.depends_on not in bc_names]}
+        first = bc_jobs + [job for job in rl_jobs if job.depends_on not in bc_names]
+        pending = {executor.submit(run, job): job for job in first}
         while pending:
             done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
@@ -674,17 +669,15 @@ def _define_flags():
 
     protocol_seeds = ', '.join(f'{count} under {name}' for name, count in PAPER_SEEDS.items())
     flags.DEFINE_enum('preset', 'paper', list(PRESETS), 'What to run (experiments/presets.py): paper, the papers\' '
-                      '50 tasks; cpu, the whole pipeline on a 2-core laptop; robomimic, the stability experiment.')
-    flags.DEFINE_enum('protocol', 'trqam', list(domains_lib.PROTOCOLS), 'main.py\'s --protocol for every job '
-                      '(protocols/domains.py): trqam has a BC pre-training stage, qam one stage.')
-    flags.DEFINE_list('methods', None, f'Methods (default: the preset\'s; the papers\' {", ".join(paper_methods())}).')
-    flags.DEFINE_list('domains', None, f'Domains (default: the preset\'s; {", ".join(domains_lib.DOMAINS)}, '
-                      f'{", ".join(domains_lib.ROBOMIMIC_DOMAINS)}).')
+                      'tables; cpu, the whole pipeline on a 2-core laptop; robomimic, the stability experiment.')
+    flags.DEFINE_enum('protocol', 'trqam', list(domains_lib.PROTOCOLS), 'main.py\'s --protocol of every job.')
+    flags.DEFINE_list('methods', None, f'Methods (default: the preset\'s, else {", ".join(paper_methods())}).')
+    flags.DEFINE_list('domains', None, f'Domains (default: the preset\'s): {", ".join(domains_lib.DOMAINS)}, '
+                      f'{", ".join(domains_lib.ROBOMIMIC_DOMAINS)}.')
     flags.DEFINE_list('tasks', None, 'OGBench tasks 1..5 (default: the preset\'s).')
     flags.DEFINE_list('seeds', None, f'Seeds (default: the preset\'s, else the protocol\'s: {protocol_seeds}).')
     flags.DEFINE_integer('seeds_per_job', 1, 'Seeds trained together in one main.py process (--seeds=a,b,...).')
-    flags.DEFINE_integer('bc_steps', None, 'BC pre-training steps (default: the preset\'s, else the protocol\'s; '
-                         'only with a protocol that has a BC stage).')
+    flags.DEFINE_integer('bc_steps', None, 'BC pre-training steps (default: the preset\'s, else the protocol\'s).')
     flags.DEFINE_integer('offline_steps', None, 'Offline steps (default: the preset\'s).')
     flags.DEFINE_integer('online_steps', None, 'Online steps (default: the preset\'s).')
     flags.DEFINE_bool('bc_per_domain', False, 'One BC run per domain and seed (task 1\'s) instead of per task: BC '
@@ -692,14 +685,12 @@ def _define_flags():
     flags.DEFINE_string('dataset_dir', None, 'Data folder (default: the preset\'s).')
     flags.DEFINE_string('save_dir', None, 'Parent of the run directories (default: the preset\'s, with _qam / _none '
                         'appended under those protocols).')
-    flags.DEFINE_multi_string('main_flag', [],
-                              'Extra main.py flag for every job, e.g. --main_flag=--wandb_mode=offline.')
-    flags.DEFINE_multi_string('agent_override', [], 'Extra agent override for every job whose config has the key, '
-                              'KEY=VALUE (the BC jobs get the keys of their config).')
+    flags.DEFINE_multi_string('main_flag', [], 'Extra main.py flag of every job, e.g. '
+                              '--main_flag=--wandb_mode=offline.')
+    flags.DEFINE_multi_string('agent_override', [], 'KEY=VALUE for every job whose agent config has KEY.')
     flags.DEFINE_enum('launcher', 'local', ['local', 'slurm'], 'How to run the jobs.')
     flags.DEFINE_bool('dry_run', False, 'Print the commands, their count and the estimated device-hours; run nothing.')
-    flags.DEFINE_string('costs', DEFAULT_COSTS, 'Measured costs for the --dry_run estimate (experiments/benchmark.py '
-                        '--out=FILE writes them; schema: check_costs).')
+    flags.DEFINE_string('costs', DEFAULT_COSTS, 'Measured costs for the --dry_run estimate (check_costs).')
     flags.DEFINE_bool('print_commands', True, 'With --dry_run, print every command.')
     flags.DEFINE_integer('max_workers', None, 'Local launcher: parallel main.py processes (default: the preset\'s).')
     flags.DEFINE_bool('skip_complete', True, 'Local launcher: skip jobs whose every seed has its final evaluation.')

@@ -397,7 +397,8 @@ def test_network_overrides_reach_the_bc_jobs_too(tmp_path):
 
 COSTS = {  # the costs schema (sweep.check_costs), as experiments/benchmark.py --out writes it
     'device': 'test device', 'command': 'by hand',
-    'ms_per_update': {'trqam': {'paper': 10, 'large': 30}, 'fql': {'paper': 5, 'large': 20}, 'bc': {'paper': 1, 'large': 4}},
+    'ms_per_update': {'trqam': {'paper': 10, 'large': 30}, 'fql': {'paper': 5, 'large': 20},
+                      'bc': {'paper': 1, 'large': 4}},
     'seed_group_speedup': {'paper': {'1': 1.0, '2': 1.6}},
     'eval_ms_per_episode': {'paper': 100},
 }
