@@ -467,18 +467,16 @@ def estimate_report(sweep: Sweep, costs_path: str) -> str:
     return '\n'.join(lines + [f'  note: {note}' for note in notes])
 
 
-def run_complete(run_dir: str, total_steps: int) -> bool:
-    """Whether eval.csv has the final evaluation (main.py evaluates at the last step)."""
-    path = os.path.join(_abs(run_dir), layout.EVAL_CSV)
-    if not os.path.exists(path):
-        return False
-    with open(path, newline='') as f:
-        return any(int(float(row['step'])) == total_steps for row in csv.DictReader(f))
-
-
 def job_complete(job: Job) -> bool:
-    """Whether every seed of the job has its final evaluation."""
-    return all(run_complete(run_dir, job.total_steps) for run_dir in job.run_dirs)
+    """Whether every seed's eval.csv has the final evaluation (main.py evaluates at the last step)."""
+    for run_dir in job.run_dirs:
+        path = os.path.join(_abs(run_dir), layout.EVAL_CSV)
+        if not os.path.exists(path):
+            return False
+        with open(path, newline='') as f:
+            if not any(int(float(row['step'])) == job.total_steps for row in csv.DictReader(f)):
+                return False
+    return True
 
 
 def succeeded(status: str) -> bool:

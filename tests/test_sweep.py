@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from core.errors import EXIT_PREEMPTED
 from protocols.methods import METHODS, paper_methods
 from experiments import presets, sweep
 from runner.flags import default_flag_values as main_flag_defaults
@@ -105,6 +106,7 @@ def _normalized(settings):
 
 _CLONE_SCRIPT = '''
 import json, os, sys
+from core.errors import EXIT_PREEMPTED
 from protocols.methods import METHODS, paper_methods
 from protocols.domains import DOMAINS
 assert not os.path.exists(os.path.join('..', 'shared')), 'not a fresh clone'
@@ -518,6 +520,7 @@ def test_slurm_scripts(tmp_path):
     script = (tmp_path / 'slurm' / 'rl_001.sbatch').read_text()
     assert '#SBATCH --requeue' in script and '#SBATCH --signal=B:USR1@300' in script
     assert '#SBATCH --array=0-35' in script and '#SBATCH --account=abc' in script and 'scontrol requeue' in script
+    assert f'"$STATUS" -eq {EXIT_PREEMPTED} ]' in script  # main.py's status after saving on a signal requeues
     commands = (tmp_path / 'slurm' / 'rl_000.txt').read_text().splitlines()
     assert len(commands) == 100 and all('--seeds=0,1' in c or '--seeds=2,3' in c for c in commands)
     text = open(submit).read()
