@@ -44,12 +44,12 @@ def test_a_registered_toy_agent_reaches_sweep_aggregation_and_benchmark(toy_meth
     (job,) = [job for job in table.rl_jobs if job.method == 'TOY']
     assert '--agent=tests/toy_agent.py' in job.command and '--protocol=trqam' in job.command
     assert not [arg for arg in job.command if arg.startswith('--agent.')]
-    assert sweep.resolve_agent(toy_method, env, 'trqam', str(tmp_path), {})[1]['alpha'] == 9.0
-    assert os.path.basename(job.run_dir) == f'toy_{env}_seed0'
+    assert sweep.resolve_agent(toy_method, env, 'trqam', str(tmp_path), {})['alpha'] == 9.0
+    assert job.name == f'toy_{env}_seed0' and os.path.basename(job.run_dirs[0]) == job.name
     assert job.depends_on == f'bc_{env}_seed0_4x1024ln_h5' == table.bc_jobs[0].name
 
     # Aggregation: a run directory whose flags.json has the toy config is labelled TOY, in its column.
-    run_dir = tmp_path / 'runs' / os.path.basename(job.run_dir)
+    run_dir = tmp_path / 'runs' / job.name
     run_dir.mkdir(parents=True)
     config = {**toy_method.default_config().to_dict(), **toy_method.overrides(env)}
     json.dump({'env_name': env, 'seed': 0, 'offline_steps': 10, 'online_steps': 0, 'agent': config,

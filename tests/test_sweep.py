@@ -11,8 +11,10 @@ import sys
 
 import pytest
 
+from core.errors import EXIT_PREEMPTED
 from protocols.methods import METHODS, paper_methods
 from experiments import presets, sweep
+from runner.flags import default_flag_values as main_flag_defaults
 from tests.conftest import REPO_ROOT
 from protocols import domains
 from protocols.domains import PROTOCOLS
@@ -104,6 +106,7 @@ def _normalized(settings):
 
 _CLONE_SCRIPT = '''
 import json, os, sys
+from core.errors import EXIT_PREEMPTED
 from protocols.methods import METHODS, paper_methods
 from protocols.domains import DOMAINS
 assert not os.path.exists(os.path.join('..', 'shared')), 'not a fresh clone'
@@ -167,7 +170,7 @@ def test_same_configuration_under_each_protocol():
     scene, puzzle, lift = ('scene-play-singletask-task1-v0', 'puzzle-4x4-play-singletask-task1-v0', 'lift-mh-low_dim')
 
     def qam_config(env, protocol):
-        return sweep.resolve_agent(METHODS['QAM'], env, protocol, 'DATA', {})[1]
+        return sweep.resolve_agent(METHODS['QAM'], env, protocol, 'DATA', {})
 
     # QAM-E's per-domain edit_scale is 0 on scene under both papers' protocols: it is QAM there.
     assert METHODS['QAM-E'].is_configured_as(qam_config(scene, 'trqam'), scene, 'trqam')
@@ -198,7 +201,7 @@ def test_paper_sweep_job_counts_under_both_protocols(paper_sweeps):
     qam, qam4 = paper_sweeps[('qam', 1)], paper_sweeps[('qam', 4)]
     for table in (qam, qam4):  # the QAM paper: 12 seeds, one stage
         assert len(table.expected) == 7 * 50 * 12 and not table.bc_jobs and len(table.duplicates) == 120
-        assert table.rl_runs == 4200 - 120 and table.spec['save_dir'] == 'runs/paper_qam'
+        assert table.rl_runs == 4200 - 120 and table.spec.save_dir == 'runs/paper_qam'
         assert all(flag(job.command, 'pretrained_actor_path') is None and '--bc_only' not in job.command
                    and flag(job.command, 'bc_steps') is None and job.depends_on is None for job in table.rl_jobs)
     assert len(qam.rl_jobs) == 4080 and len(qam4.rl_jobs) == 1020
@@ -207,7 +210,7 @@ def test_paper_sweep_job_counts_under_both_protocols(paper_sweeps):
     assert set(trqam.missing_data) == set(domains.DOMAINS)  # nothing under an empty folder
     bc_names = {job.name: job for job in trqam.bc_jobs}
     for job in trqam.rl_jobs:
-        assert flag(job.command, 'pretrained_actor_path') == bc_names[job.depends_on].run_dir
+        assert flag(job.command, 'pretrained_actor_path') == bc_names[job.depends_on].run_dirs[0]
     assert len({run_dir for job in trqam.rl_jobs for run_dir in job.run_dirs}) == 2720  # QAM and QAM-E do not collide
 
 
@@ -224,7 +227,7 @@ def test_jobs_set_only_what_the_spec_must(paper_sweeps):
     assert flag(qam_e.command, 'protocol') == 'trqam' and flag(qam_e.command, 'agent') == 'agents/qam_e.py'
     assert not [arg for arg in qam_e.command if arg.startswith(('--agent.', '--sparse', '--horizon_length',
                                                                  '--dataset_shards_dir', '--run_name'))]
-    assert os.path.basename(qam_e.run_dir) == 'qam-e_puzzle-4x4-play-singletask-task2-v0_seed0'
+    assert os.path.basename(qam_e.run_dirs[0]) == qam_e.name == 'qam-e_puzzle-4x4-play-singletask-task2-v0_seed0'
     four = [job for job in paper_sweeps[('trqam', 4)].rl_jobs if job.method == 'QAM-E'
             and job.env_name == 'puzzle-4x4-play-singletask-task2-v0']
     assert [flag(job.command, 'seeds') for job in four] == ['0,1,2,3', '4,5,6,7']
@@ -275,7 +278,7 @@ def test_every_command_resolves_in_main_to_the_table(paper_sweeps, protocol):
     # Every command of the paper sweep (4 seeds per job) but the seeds: those of seeds 0-3, run through main.py's
     # own resolution (runner/settings.py) as main.py's command line hands them to it.
     table = paper_sweeps[(protocol, 4)]
-    dataset_dir = table.spec['dataset_dir']
+    dataset_dir = table.spec.dataset_dir
     bc_jobs = {job.name: job for job in table.bc_jobs}
     for job in table.bc_jobs:
         if job.seeds != (0, 1, 2, 3):
@@ -346,15 +349,15 @@ def test_cpu_preset_commands_are_small():
     assert bc.name == 'bc_scene-play-singletask-task1-v0_seed0_2x64_h5' and bc.size == 'small'
     assert sweep.expected_runs('cpu') == table.expected
     qam = sweep.build_sweep(sweep.resolve_spec('cpu', protocol='qam'))
-    assert not qam.bc_jobs and len(qam.rl_jobs) == 42 - 4 and qam.spec['save_dir'] == 'runs/cpu_preset_qam'
-    with pytest.raises(ValueError, match='no BC pre-training stage'):
+    assert not qam.bc_jobs and len(qam.rl_jobs) == 42 - 4 and qam.spec.save_dir == 'runs/cpu_preset_qam'
+    with pytest.raises(ValueError, match='bc_steps'):
         sweep.resolve_spec('paper', protocol='qam', bc_steps=1000)
 
 
 def test_robomimic_preset(tmp_path):
     spec = sweep.resolve_spec('robomimic', dataset_dir=str(tmp_path))
     table = sweep.build_sweep(spec)
-    assert spec['methods'] == ('TRQAM', 'QAM', 'QAM-E') and spec['domains'] == ('lift-mh', 'can-mh', 'square-mh')
+    assert spec.methods == ('TRQAM', 'QAM', 'QAM-E') and spec.domains == ('lift-mh', 'can-mh', 'square-mh')
     assert {env for _, env, _ in table.expected} == {'lift-mh-low_dim', 'can-mh-low_dim', 'square-mh-low_dim'}
     # QAM-E keeps its config's edit_scale (section 8 covers OGBench only): not QAM, launched.
     assert len(table.expected) == 3 * 3 * 8 and not table.duplicates and len(table.rl_jobs) == 72
@@ -374,7 +377,7 @@ def test_robomimic_preset(tmp_path):
                 and job.seeds == (0,)]
     config = _resolve(qam_e.command)
     assert config.agent.edit_scale == 0.1 and config.agent.discount == 0.995 and config.agent.horizon_length == 5
-    assert config.pretrained_paths == (os.path.join(spec['save_dir'], 'bc_lift-mh-low_dim_seed0_4x512_h5'),)
+    assert config.pretrained_paths == (os.path.join(spec.save_dir, 'bc_lift-mh-low_dim_seed0_4x512_h5'),)
 
 
 def test_network_overrides_reach_the_bc_jobs_too(tmp_path):
@@ -394,19 +397,21 @@ def test_network_overrides_reach_the_bc_jobs_too(tmp_path):
 # Cost estimate.
 # ----------------------------------------------------------------------------------------------------------------------
 
-COSTS = {  # experiments/benchmark.py's costs schema (its check_costs)
+COSTS = {  # the costs schema (sweep.check_costs), as experiments/benchmark.py --out writes it
     'device': 'test device', 'command': 'by hand',
-    'ms_per_update': {'trqam': {'paper': 10, 'large': 30}, 'fql': {'paper': 5}, 'bc': {'paper': 1}},
+    'ms_per_update': {'trqam': {'paper': 10, 'large': 30}, 'fql': {'paper': 5, 'large': 20},
+                      'bc': {'paper': 1, 'large': 4}},
     'seed_group_speedup': {'paper': {'1': 1.0, '2': 1.6}},
     'eval_ms_per_episode': {'paper': 100},
 }
 
 
-def costed_sweep(dataset_dir, seeds_per_job):
-    return sweep.build_sweep(sweep.resolve_spec(
-        'paper', dataset_dir=str(dataset_dir), methods=('TRQAM', 'FQL'), domains=('cube-double-play', 'cube-triple-play'),
-        tasks=(1,), seeds=(0, 1, 2, 3), seeds_per_job=seeds_per_job, bc_steps=1000, offline_steps=2000,
-        online_steps=1000, main_flags={'eval_interval': 1000, 'eval_episodes': 10}))
+def costed_sweep(dataset_dir, seeds_per_job, **changes):
+    return sweep.build_sweep(sweep.resolve_spec(**{
+        'preset': 'paper', 'dataset_dir': str(dataset_dir), 'methods': ('TRQAM', 'FQL'),
+        'domains': ('cube-double-play', 'cube-triple-play'), 'tasks': (1,), 'seeds': (0, 1, 2, 3),
+        'seeds_per_job': seeds_per_job, 'bc_steps': 1000, 'offline_steps': 2000, 'online_steps': 1000,
+        'main_flags': {'eval_interval': 1000, 'eval_episodes': 10}, **changes}))
 
 
 def test_device_hours_from_a_costs_file(tmp_path):
@@ -414,47 +419,73 @@ def test_device_hours_from_a_costs_file(tmp_path):
     assert [job.size for job in table.bc_jobs] == ['paper', 'paper', 'large', 'large']
     assert [job.evaluations for job in table.bc_jobs + table.rl_jobs[:1]] == [1, 1, 1, 1, 3]
     # One seed per process, per seed (ms): BC 1000 updates + 1 evaluation of 10 episodes; methods 3000 updates
-    # and 3 evaluations. 4 x 512 on cube-double, 4 x 1024 on cube-triple (FQL's and BC's: 4 x their 4 x 512 cost;
-    # evaluation as at 4 x 512).
+    # and 3 evaluations. 4 x 512 on cube-double, 4 x 1024 on cube-triple (evaluation there as at 4 x 512).
     bc = 4 * (1000 * 1 + 10 * 100) + 4 * (1000 * 4 + 10 * 100)
     trqam = 4 * (3000 * 10 + 3 * 10 * 100) + 4 * (3000 * 30 + 3 * 10 * 100)
     fql = 4 * (3000 * 5 + 3 * 10 * 100) + 4 * (3000 * 20 + 3 * 10 * 100)
-    one = sweep.estimate(table, COSTS, seeds_per_job=1)
-    assert one['jobs'] == 8 + 16 and one['total'] == pytest.approx((bc + trqam + fql) / 3.6e6)
-    assert sum(one['hours']['bc']) == pytest.approx(bc / 3.6e6)
+    one = sweep.estimate(table, COSTS, one_seed_per_process=True)
+    assert one.jobs == 8 + 16 and one.total == pytest.approx((bc + trqam + fql) / 3.6e6)
+    assert sum(one.hours['bc']) == pytest.approx(bc / 3.6e6)
+    assert list(one.notes.values()) == [2 + 4]  # the one assumption: evaluation of the cube-triple jobs
     # Two seeds per process: the file's 2-seed speed-up (measured at 4 x 512, used for 4 x 1024 too).
     two = sweep.estimate(table, COSTS)
-    assert two['jobs'] == 4 + 8 and two['total'] == pytest.approx(one['total'] / 1.6)
+    assert two.jobs == 4 + 8 and two.total == pytest.approx(one.total / 1.6) and len(two.notes) == 2
+    # Four seeds per process with only a 2-seed figure: the largest measured group of at most 4 seeds.
+    four = sweep.estimate(costed_sweep(tmp_path, seeds_per_job=4), COSTS)
+    assert four.jobs == 2 + 4 and four.total == pytest.approx(one.total / 1.6)
+    # Without speed-ups: as many single-seed processes; agents without a cost are not counted, and named.
+    partial = {**COSTS, 'seed_group_speedup': {}, 'ms_per_update': {'trqam': {'paper': 10, 'large': 30}}}
+    grouped, single = sweep.estimate(table, partial), sweep.estimate(table, partial, one_seed_per_process=True)
+    assert grouped.total == pytest.approx(single.total)
+    assert sum(single.hours['rl']) == pytest.approx((trqam + 8 * 3 * 10 * 100) / 3.6e6)
+    assert sum(single.hours['bc']) == pytest.approx(8 * 10 * 100 / 3.6e6)
+    assert [agent for agent in ('bc', 'fql', 'trqam') if any(agent in note for note in single.notes)] == ['bc', 'fql']
+
+
+def test_estimate_report(tmp_path):
+    table = costed_sweep(tmp_path, seeds_per_job=2)
     costs_file = tmp_path / 'costs.json'
     costs_file.write_text(json.dumps(COSTS))
-    report = sweep.estimate_report(table, str(costs_file))
-    assert 'measured on test device' in report and 'seeds_per_job=1: 24 jobs' in report
-    assert 'seeds_per_job=2: 12 jobs' in report and 'fql at 4 x 1024 costed as 4 x its 4 x 512 cost' in report
-    assert '2 seeds per process at 4 x 1024 sped up as at 4 x 512' in report
-    # Four seeds per process with only a 2-seed figure: a group is at least as efficient as a smaller one.
-    four = sweep.estimate(costed_sweep(tmp_path, seeds_per_job=4), COSTS)
-    assert four['jobs'] == 2 + 4 and four['total'] == pytest.approx(one['total'] / 1.6)
-    # Without a 2-seed figure: 2 single-seed processes; an agent without a cost is named.
-    partial = {**COSTS, 'seed_group_speedup': {}, 'ms_per_update': {'trqam': {'paper': 10, 'large': 30}}}
-    costs_file.write_text(json.dumps(partial))
-    report = sweep.estimate_report(table, str(costs_file))
-    assert 'costed as 2 single-seed processes' in report and 'no cost for fql at size paper' in report
-    assert sweep.estimate(table, partial)['total'] == pytest.approx(sweep.estimate(table, partial, 1)['total'])
-    assert sweep.estimate_report(table, str(tmp_path / 'absent.json')).startswith('No cost estimate')
+    report = sweep.estimate_report(table, str(costs_file)).splitlines()
+    assert 'test device' in report[0]
+    assert [line.split(':')[0].strip() for line in report[1:3]] == ['seeds_per_job=1', 'seeds_per_job=2']
+    assert ' 24 jobs' in report[1] and ' 12 jobs' in report[2]
+    assert len(report) == 3 + 1 + len(sweep.estimate(table, COSTS).notes)  # what is not counted, and assumed
+    bad = tmp_path / 'bad.json'
+    bad.write_text(json.dumps({**COSTS, 'ms_per_update': {'fql': {'paper': 0}}}))
+    for path in (bad, tmp_path / 'absent.json'):
+        report = sweep.estimate_report(table, str(path))
+        assert len(report.splitlines()) == 1 and path.name in report and 'device-hours' not in report
 
 
-def test_the_committed_costs_file():
-    costs = sweep.load_costs(sweep.DEFAULT_COSTS)
+def test_check_costs_names_the_bad_key():
+    sweep.check_costs(COSTS)
+    cases = {'device': {key: value for key, value in COSTS.items() if key != 'device'}, 'extra': {**COSTS, 'extra': 1},
+             'command': {**COSTS, 'command': 1}, 'fql': {**COSTS, 'ms_per_update': {'fql': {'paper': -1}}},
+             'small': {**COSTS, 'seed_group_speedup': {'small': {'1': 2.0}}},
+             'tiny': {**COSTS, 'eval_ms_per_episode': {'tiny': 'fast'}}}
+    for key, costs in cases.items():
+        with pytest.raises(ValueError, match=key):
+            sweep.check_costs(costs)
+
+
+def test_the_committed_costs_file(tmp_path):
+    costs = sweep.load_costs(sweep.DEFAULT_COSTS)  # checks the schema
     assert costs['device'] and costs['command']
-    from experiments import benchmark
-
-    benchmark.check_costs(costs)  # the schema experiments/benchmark.py --out writes
-    model = sweep.CostModel(costs)
     for method in [METHODS[label] for label in paper_methods()] + [METHODS['BC']]:
-        for size in ('paper', 'large', 'small'):
-            job = sweep.Job('rl', method.label, 'cube-double-play-singletask-task1-v0', (0,), ('x',), [], 1,
-                            agent=method.slug, agent_name=method.agent_name, size=size)
-            assert model.ms_per_update(job) > 0, (method.label, size)
+        assert {'small', 'paper', 'large'} <= set(costs['ms_per_update'][method.slug]), method.label
+    for size, row in costs['seed_group_speedup'].items():
+        speedups = [row[n] for n in sorted(row, key=int)]
+        assert speedups[0] == 1.0 and speedups == sorted(speedups) and len(speedups) > 1, size
+    # One job (FQL, two seeds in one process, no BC stage) by hand from the file.
+    table = costed_sweep(tmp_path, seeds_per_job=2, protocol='qam', methods=('FQL',), domains=('cube-double-play',),
+                         seeds=(0, 1), bc_steps=None)
+    (job,) = table.rl_jobs
+    utd = main_flag_defaults()['utd_ratio']
+    per_seed = (2000 + 1000 * utd) * costs['ms_per_update']['fql']['paper'] + \
+        3 * 10 * costs['eval_ms_per_episode']['paper']
+    expected = 2 * per_seed / costs['seed_group_speedup']['paper']['2'] / 3.6e6
+    assert not table.bc_jobs and job.size == 'paper' and sweep.estimate(table, costs).total == pytest.approx(expected)
 
 
 def test_dry_run_prints_commands_counts_and_the_estimate(tmp_path):
@@ -489,6 +520,7 @@ def test_slurm_scripts(tmp_path):
     script = (tmp_path / 'slurm' / 'rl_001.sbatch').read_text()
     assert '#SBATCH --requeue' in script and '#SBATCH --signal=B:USR1@300' in script
     assert '#SBATCH --array=0-35' in script and '#SBATCH --account=abc' in script and 'scontrol requeue' in script
+    assert f'"$STATUS" -eq {EXIT_PREEMPTED} ]' in script  # main.py's status after saving on a signal requeues
     commands = (tmp_path / 'slurm' / 'rl_000.txt').read_text().splitlines()
     assert len(commands) == 100 and all('--seeds=0,1' in c or '--seeds=2,3' in c for c in commands)
     text = open(submit).read()
@@ -525,7 +557,7 @@ def test_local_launcher_runs_bc_first_and_skips_dependants_of_failures(tmp_path)
     assert status['bc_good'].startswith('ok') and status['rl_good'].startswith('ok')
     assert status['bc_bad'].startswith('failed with exit code 3')
     assert status['rl_bad'].startswith('skipped')
-    assert not os.path.exists(after_bad.run_dir)
+    assert not os.path.exists(after_bad.run_dirs[0])
     # A second launch skips the finished jobs; a job with one seed unfinished runs again (main.py resumes it).
     status = sweep.run_local([good_bc], [after_good], max_workers=1, log_dir=str(tmp_path / 'logs'),
                              log=lambda *args: None)
