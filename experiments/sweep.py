@@ -55,7 +55,7 @@ from core.errors import EXIT_PREEMPTED  # noqa: E402
 from experiments.presets import (PAPER_SEEDS, PRESETS, SweepSpec, domain_envs, expected_runs,  # noqa: E402,F401
                                  resolve_spec)
 from protocols import domains as domains_lib  # noqa: E402
-from protocols.methods import BC, METHODS, _same, bc_config_for, paper_methods, resolve_protocol  # noqa: E402
+from protocols.methods import BC, METHODS, bc_config_for, paper_methods, resolve_protocol, same_setting  # noqa: E402
 from runner import layout  # noqa: E402
 from runner.flags import default_flag_values  # noqa: E402
 from runner.schedule import is_due  # noqa: E402
@@ -231,11 +231,11 @@ class JobBuilder:
         spec, protocol = self.spec, self.protocol.name
         plain = resolve_agent(BC, bc_env, protocol, spec.dataset_dir, {})
         overrides = {key: value for key, value in target.items() if key != 'agent_name' and (
-            key in spec.network or key in spec.extra_agent_overrides or not _same(value, plain[key]))}
+            key in spec.network or key in spec.extra_agent_overrides or not same_setting(value, plain[key]))}
         resolved = bc_config_for(ml_collections.ConfigDict(
             resolve_agent(BC, bc_env, protocol, spec.dataset_dir, overrides))).to_dict()
         differences = {key: (resolved.get(key), value) for key, value in target.items()
-                       if not _same(resolved.get(key), value)}
+                       if not same_setting(resolved.get(key), value)}
         if differences:
             raise ValueError(f'The BC job on {bc_env} would not resolve to {label}\'s BC config: {differences}.')
         self.bc_runs[key] = BCRun(bc_env, label, parts, overrides)

@@ -96,7 +96,7 @@ class Method:
     def describes(self, config: Mapping) -> bool:
         """Whether an agent config (a dict) is this method."""
         return config.get('agent_name') == self.agent_name and self.condition(config) and \
-            all(_same(config.get(key), value) for key, value in self.fixed.items())
+            all(same_setting(config.get(key), value) for key, value in self.fixed.items())
 
     def is_configured_as(self, config: Mapping, env_name: str, protocol: Optional[str] = 'trqam',
                          of_method: Optional[str] = None) -> bool:
@@ -113,9 +113,9 @@ class Method:
         run_method = METHODS.get(of_method) if of_method is not None else _method_or_none(config)
         if run_method is not None:
             own, target = run_method.default_config().to_dict(), self.default_config().to_dict()
-            identity = {key: value for key, value in target.items() if key not in own or not _same(own[key], value)}
+            identity = {key: value for key, value in target.items() if key not in own or not same_setting(own[key], value)}
         identity.update(self.overrides(env_name, protocol or 'trqam'))
-        return all(_same(config.get(key), value) for key, value in identity.items() if key not in SHARED_KEYS)
+        return all(same_setting(config.get(key), value) for key, value in identity.items() if key not in SHARED_KEYS)
 
 
 def resolve_protocol(method: Method, flag_values: Mapping, agent_config, explicit=()):
@@ -152,10 +152,12 @@ def _method_or_none(config: Mapping) -> Optional['Method']:
         return None
 
 
-def _same(a, b) -> bool:
+def same_setting(a, b) -> bool:
+    """The one equality rule of config values: sequences element-wise (a tuple equals a list), numbers to
+    float round-off, anything else by ==."""
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
         return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and \
-            all(_same(x, y) for x, y in zip(a, b))
+            all(same_setting(x, y) for x, y in zip(a, b))
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
     return a == b
