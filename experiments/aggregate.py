@@ -58,9 +58,7 @@ UNRECORDED = 'unrecorded'
 KEY = ['method', 'env', 'seed']
 
 
-# ----------------------------------------------------------------------------------------------------------------------
 # Runs.
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 def method_label(agent_config: dict, bc_only: bool = False) -> str:
@@ -133,9 +131,7 @@ def load_runs(runs_dir: str, with_aliases: bool = True, protocol: Optional[str] 
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
 # Statistics.
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -323,9 +319,7 @@ def success_table(runs: pd.DataFrame, step='offline_end', expected=None, include
                  notes=_notes(runs, protocols) + duplicate_notes + domain_notes, protocols=protocols)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
 # Published numbers.
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 def resolve_reference_dir(reference_dir: str = DEFAULT_REFERENCE_DIR) -> str:
@@ -335,7 +329,8 @@ def resolve_reference_dir(reference_dir: str = DEFAULT_REFERENCE_DIR) -> str:
 def load_reference(reference_dir: str = DEFAULT_REFERENCE_DIR) -> Dict[str, pd.DataFrame]:
     """{'qam_paper': frame, 'trqam_paper': frame}, each indexed by (phase, method, domain) with the published
     `mean` and `std` (%; NaN where not published), from the two files of REFERENCE_FILES in `reference_dir`."""
-    paths = {source: os.path.join(resolve_reference_dir(reference_dir), name) for source, name in REFERENCE_FILES.items()}
+    directory = resolve_reference_dir(reference_dir)
+    paths = {source: os.path.join(directory, name) for source, name in REFERENCE_FILES.items()}
     absent = [path for path in paths.values() if not os.path.exists(path)]
     if absent:
         raise FileNotFoundError(
@@ -358,9 +353,7 @@ def published(reference, step, source: str) -> pd.DataFrame:
     return frame.xs(REFERENCE_PHASES[step], level='phase')
 
 
-# ----------------------------------------------------------------------------------------------------------------------
 # Tables.
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 def _fmt(value) -> str:
@@ -369,8 +362,10 @@ def _fmt(value) -> str:
 
 def _cell(stats, max_n: int, reference=None) -> str:
     """'mean ± std', '(n=k)' when fewer seeds than elsewhere, ' / published mean ± std' with a reference."""
-    text = '-' if stats is None else _fmt(stats['mean']) + (f' ± {_fmt(stats["std"])}' if np.isfinite(stats['std'])
-                                                            else '') + (f' (n={int(stats["n"])})' if stats['n'] < max_n else '')
+    text = '-'
+    if stats is not None:
+        text = _fmt(stats['mean']) + (f' ± {_fmt(stats["std"])}' if np.isfinite(stats['std']) else '')
+        text += f' (n={int(stats["n"])})' if stats['n'] < max_n else ''
     return text + (f' / {reference["mean"]:g} ± {reference["std"]:g}' if reference is not None else '')
 
 
@@ -432,7 +427,7 @@ def table_frames(table: Table, reference=None) -> Dict[str, pd.DataFrame]:
         row = trqam_paper.xs('all', level='domain')['mean']
         rows[f'all, TRQAM paper ({table.step.split("_")[0]}, 50 tasks, 8 seeds)'] = [
             f'{row[m]:g}' if m in row.index else '' for m in table.methods]
-    iqm = {domain: [f'{_fmt(v.iqm)} [{_fmt(v.low)}, {_fmt(v.high)}] ({v.runs}x{v.tasks})'
+    iqm = {domain: [f'{_fmt(v.iqm)} [{_fmt(v.low)}, {_fmt(v.high)}] ({v.runs:.0f}x{v.tasks:.0f})'
                     if (v := _row(table.iqm, (m, domain))) is not None else '-' for m in table.methods]
            for domain in table.domains + ['all']}
     max_task_n = table.per_task.n.max() if len(table.per_task) else 0
@@ -482,7 +477,8 @@ def to_latex(table: Table, reference=None) -> str:
 
 def to_json(table: Table) -> dict:
     return {'step': table.step, 'methods': table.methods, 'domains': table.domains, 'envs': table.envs,
-            **{name: getattr(table, name).reset_index().to_dict('records') for name in ('per_task', 'per_domain', 'iqm')},
+            **{name: getattr(table, name).reset_index().to_dict('records')
+               for name in ('per_task', 'per_domain', 'iqm')},
             'missing': table.missing.to_dict('records'), 'notes': table.notes, 'protocols': table.protocols}
 
 
@@ -496,9 +492,7 @@ def write_tables(table: Table, out_dir: str, suffix: str = '', reference=None) -
     return [f'{stem}.{extension}' for extension in ('md', 'tex', 'json')]
 
 
-# ----------------------------------------------------------------------------------------------------------------------
 # Figures.
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 def _save(fig, path_stem: str, formats=('png', 'pdf')) -> List[str]:
@@ -539,7 +533,8 @@ def plot_comparison(table: Table, out_dir: str, reps: int = 1000, seed: int = 0)
     paths = []
     if len(iqm):
         fig, _ = plot_utils.plot_interval_estimates(
-            {m: [row.iqm] for m, row in iqm.iterrows()}, {m: np.array([[row.low], [row.high]]) for m, row in iqm.iterrows()},
+            {m: [row.iqm] for m, row in iqm.iterrows()},
+            {m: np.array([[row.low], [row.high]]) for m, row in iqm.iterrows()},
             metric_names=['IQM over all tasks'], algorithms=list(iqm.index[::-1]), xlabel='success (%)',
             subfigure_width=5, row_height=0.6)
         paths += _save(fig, stem.format('iqm'))
@@ -590,9 +585,10 @@ def _plot_success(axis, domain_runs: pd.DataFrame, domain: str):
 
 
 def _plot_duals(axes, trqam_runs: pd.DataFrame):
-    train = pd.concat([pd.DataFrame(read_csv(os.path.join(run_dir, layout.TRAIN_CSV))).assign(seed=seed) for run_dir, seed in
-                       trqam_runs[['run_dir', 'seed']].drop_duplicates().itertuples(index=False)
-                       if os.path.exists(os.path.join(run_dir, layout.TRAIN_CSV))] or [pd.DataFrame()])
+    paths = {os.path.join(run_dir, layout.TRAIN_CSV): seed
+             for run_dir, seed in zip(trqam_runs.run_dir, trqam_runs.seed)}
+    train = pd.concat([pd.DataFrame(read_csv(path)).assign(seed=seed) for path, seed in paths.items()
+                       if os.path.exists(path)] or [pd.DataFrame()])
     for axis, key in zip(axes, DUAL_KEYS):
         curve = seed_curve(train, key) if key in train else pd.DataFrame()
         if len(curve):
@@ -629,9 +625,7 @@ def plot_curves(runs: pd.DataFrame, out_dir: str, include_bc: bool = False) -> L
     return paths
 
 
-# ----------------------------------------------------------------------------------------------------------------------
 # Command line.
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 def parse_step(text: str):

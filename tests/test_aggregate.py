@@ -166,6 +166,8 @@ def test_markdown_latex_and_reference(runs_dir, tmp_path):
     assert cells(markdown, 'cube-double-play') == ['60.0 ± 20.0', '50.0 ± 0.0', '10.0 ± 0.0 (n=2)']
     assert cells(markdown, 'all')[0] == '55.0 ± 35.0'
     assert cells(markdown, A1)[0] == '40.0 ± 20.0'
+    iqm_table = markdown.split('### IQM')[1]
+    assert cells(iqm_table, 'all')[0].startswith('58.0 [') and cells(iqm_table, 'all')[0].endswith('] (3x3)')
     latex = aggregate.to_latex(table)
     assert latex.count(r'\begin{tabular}') == 3 and r'60.0 $\pm$ 20.0' in latex and r'Success rate (\%)' in latex
     assert r'cube-double-play-singletask-task1-v0' in latex and r'\_' not in latex.split(r'\caption')[0]
