@@ -57,7 +57,7 @@ def test_a_registered_toy_agent_reaches_sweep_aggregation_and_benchmark(toy_meth
               open(run_dir / 'flags.json', 'w'), default=list)
     (run_dir / 'eval.csv').write_text('step,evaluation/success\n10,0.5\n')
     results = aggregate.success_table(aggregate.load_runs(str(tmp_path / 'runs')), step='offline_end')
-    assert results.methods == ['TOY'] and results.per_task[('TOY', env)].mean == 50.0
+    assert results.methods == ['TOY'] and results.per_task.loc[('TOY', env), 'mean'] == 50.0
     assert results.protocol == 'trqam'
 
     # Benchmark: measured under its slug.
