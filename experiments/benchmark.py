@@ -62,6 +62,7 @@ from runner.prng import use_unrolled_threefry_on_cpu  # noqa: E402
 from runner.seed_axis import stack  # noqa: E402
 from runner.seed_group import available_cores, workers_for  # noqa: E402
 from runner.training import train_steps  # noqa: E402
+from experiments.sweep import check_costs  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ('updates', 'seeds', 'eval', 'online')
@@ -81,9 +82,6 @@ SEED_COUNTS = {'small': (1, 2, 4, 8), 'paper': (1, 2, 4), 'tiny': (1, 2)}
 # --mode=online: main.py settings of each ordering of acting and updating in the online phase (today's loop
 # acts, then updates; another ordering is one more entry here).
 ORDERINGS = {'sequential': {}}
-COSTS_KEYS = ('device', 'command', 'ms_per_update', 'seed_group_speedup', 'eval_ms_per_episode')
-
-
 def define_flags(flag_values=flags.FLAGS):
     """The command line's flags, on `flag_values`; lists of modes, sizes and dtypes are checked as they parse."""
     lists, string, integer, boolean = (functools.partial(define, flag_values=flag_values) for define in (
@@ -531,24 +529,6 @@ def merge_costs(old: dict, new: dict) -> dict:
             merged[key].setdefault(name, {}).update(values)
     merged['eval_ms_per_episode'] = {**(old.get('eval_ms_per_episode') or {}), **new['eval_ms_per_episode']}
     return merged
-
-
-def check_costs(costs: dict):
-    """Raises ValueError unless `costs` follows the schema exactly."""
-    if set(costs) != set(COSTS_KEYS):
-        raise ValueError(f'costs keys {sorted(costs)} != {sorted(COSTS_KEYS)}')
-    if not isinstance(costs['device'], str) or not isinstance(costs['command'], str):
-        raise ValueError('device and command are strings')
-    for agent, sizes in costs['ms_per_update'].items():
-        if not isinstance(sizes, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in sizes.values()):
-            raise ValueError(f'ms_per_update[{agent!r}] is not {{size: ms}}')
-    for size, row in costs['seed_group_speedup'].items():
-        if not all(isinstance(n, str) and n.isdigit() and isinstance(v, (int, float)) for n, v in row.items()):
-            raise ValueError(f'seed_group_speedup[{size!r}] is not {{"N": speed-up}}')
-        if '1' in row and row['1'] != 1.0:
-            raise ValueError('seed_group_speedup["1"] is 1.0 by definition')
-    if not all(isinstance(v, (int, float)) and v > 0 for v in costs['eval_ms_per_episode'].values()):
-        raise ValueError('eval_ms_per_episode is not {size: ms}')
 
 
 def write_costs(path: str, costs: dict) -> dict:

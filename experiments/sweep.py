@@ -52,8 +52,7 @@ if __package__ in (None, ''):  # `python experiments/sweep.py` from the reposito
 import ml_collections  # noqa: E402
 
 from core.errors import EXIT_PREEMPTED  # noqa: E402
-from experiments.presets import (PAPER_SEEDS, PRESETS, SweepSpec, domain_envs, expected_runs,  # noqa: E402,F401
-                                 resolve_spec)
+from experiments.presets import PAPER_SEEDS, PRESETS, SweepSpec, domain_envs, resolve_spec  # noqa: E402
 from protocols import domains as domains_lib  # noqa: E402
 from protocols.methods import BC, METHODS, bc_config_for, paper_methods, resolve_protocol, same_setting  # noqa: E402
 from runner import layout  # noqa: E402

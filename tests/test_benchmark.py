@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from absl import flags
 
-from experiments import benchmark
+from experiments import benchmark, sweep
 from protocols.domains import NETWORK_SIZES
 from runner import layout
 from runner.flags import default_flag_values
@@ -156,8 +156,8 @@ def test_costs_json_schema_merge_and_file(tmp_path):
     assert merged['ms_per_update'] == {'fql': {'small': 1.5}, 'trqam': {'paper': 1.5}}
     assert benchmark.write_costs(path, {**later, 'device': 'gpu: H100'})['ms_per_update'] == {'trqam': {'paper': 1.5}}
     reference = os.path.join(os.path.dirname(benchmark.__file__), 'reference_results', 'update_costs_cpu.json')
-    benchmark.check_costs(json.load(open(reference)))  # the committed file follows the schema
+    sweep.check_costs(json.load(open(reference)))  # the committed file follows the schema
     for bad in ({**costs, 'extra': 1}, {**costs, 'seed_group_speedup': {'small': {'1': 2.0}}},
                 {**costs, 'ms_per_update': {'fql': {'small': -1.0}}}):
         with pytest.raises(ValueError):
-            benchmark.check_costs(bad)
+            sweep.check_costs(bad)

@@ -347,7 +347,7 @@ def test_cpu_preset_commands_are_small():
     bc = table.bc_jobs[0]
     assert flag(bc.command, 'agent.num_qs') is None and flag(bc.command, 'agent.actor_hidden_dims') == '(64,64)'
     assert bc.name == 'bc_scene-play-singletask-task1-v0_seed0_2x64_h5' and bc.size == 'small'
-    assert sweep.expected_runs('cpu') == table.expected
+    assert presets.expected_runs('cpu') == table.expected
     qam = sweep.build_sweep(sweep.resolve_spec('cpu', protocol='qam'))
     assert not qam.bc_jobs and len(qam.rl_jobs) == 42 - 4 and qam.spec.save_dir == 'runs/cpu_preset_qam'
     with pytest.raises(ValueError, match='bc_steps'):
