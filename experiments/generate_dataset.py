@@ -2,31 +2,23 @@
 
     python experiments/generate_dataset.py --env_name=cube-single-play-v0 --num_episodes=1000 --dataset_dir=DIR
 
-writes DIR/cube-single-play-v0.npz (num_episodes episodes) and DIR/cube-single-play-v0-val.npz (num_episodes // 10
-episodes, at least 1, unless --num_val_episodes is given), which ``ogbench.load_dataset`` and
-``envs.ogbench_data.make_env_and_datasets`` read.
+writes DIR/cube-single-play-v0.npz and DIR/cube-single-play-v0-val.npz (num_episodes // 10 episodes, at least 1,
+unless --num_val_episodes is given), which ``envs.ogbench_data.make_env_and_datasets`` reads.
 
-The collection follows OGBench's data_gen_scripts/generate_manipspace.py and the flags of its commands.sh:
-
-* The base environment is made with ``terminate_at_goal=False, mode='data_collection'`` and ``max_episode_steps``
-  (1001: 1000 transitions per episode after the next-observation shift), plus ``visualize_info=False`` (geom
-  colours for rendering only, not the data).
-* 'play' data: the non-Markovian plan oracles with smoothed action noise (``noise=0.1, noise_smoothing=0.5``);
-  'noisy' data: the closed-loop Markov oracles (``min_norm=0.4``) with a per-episode noise level
-  ``xi ~ U(0, noise)`` (std ``[xi, xi, xi, 3 xi, 10 xi]``) and random actions with probability ``p_random_action``
-  (0.1 for cube/scene, 0.2 for puzzle; 0 for play).
-* Cube, scene and puzzle use the cube / cube+button+drawer+window / button (gripper always closed) oracles, the scene
-  cube Markov oracle with ``max_step=100``. When the current oracle is done, ``env.unwrapped.set_new_target`` draws
-  a new target with the episode's stacking probability P_STACK.
-* Scene episodes in which the cube leaves the visible area are discarded and collected again (OGBench's check).
-* Saved keys: observations, actions, terminals (True at the last step of each episode), qpos, qvel (the state
-  *before* each action) and button_states (scene/puzzle); float32 except terminals (bool) and button_states
-  (int64). Train episodes first, then validation episodes.
+The collection is that of OGBench's data_gen_scripts/generate_manipspace.py with the flags of its commands.sh: the
+base environment with ``terminate_at_goal=False, mode='data_collection'`` (and ``visualize_info=False``, which only
+colours geoms for rendering); 'play' data from the plan oracles with smoothed action noise, 'noisy' data from the
+closed-loop Markov oracles with a per-episode noise level ``xi ~ U(0, noise)`` (std ``[xi, xi, xi, 3 xi, 10 xi]``)
+and random actions with probability ``p_random_action``; the cube / cube+button+drawer+window / button (gripper
+always closed) oracles for cube, scene and puzzle; a new target from ``env.unwrapped.set_new_target`` whenever the
+oracle is done, with the episode's stacking probability P_STACK; scene episodes in which the cube leaves the visible
+area collected again. Saved keys: observations, actions, terminals (True at each episode's last step), qpos and qvel
+(the state *before* each action) and button_states (scene, puzzle); train episodes first, then validation ones.
 
 Deliberate differences from OGBench's script: the seed is used (the global ``np.random`` the oracles draw from and
 the environment are seeded, so a seed gives identical files); random actions come from the seeded ``np.random``
-(uniform in [-1, 1]^5, the distribution of ``env.action_space.sample()``, whose Box ManipSpace re-creates unseeded
-on every access); files are written atomically; the default episode count is the official dataset's.
+(uniform in [-1, 1]^5, the law of ``env.action_space.sample()``, whose Box ManipSpace re-creates unseeded on every
+access); files are written atomically; the default episode count is the official dataset's.
 
 ``task_success_report`` (printed after generation unless --noreport) gives the per-task completion rates of any
 OGBench dataset, generated or downloaded, under OGBench's single-task relabelling.
@@ -36,7 +28,6 @@ import contextlib
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -44,17 +35,9 @@ import numpy as np
 if __package__ in (None, ''):  # `python experiments/generate_dataset.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from envs.ogbench_data import (  # noqa: E402
-    DEFAULT_DATASET_DIR,
-    INFO_KEYS,
-    MANIPULATION_DATASET_TYPES,
-    NUM_TASKS,
-    convert_load_errors,
-    dataset_files,
-    missing_files_error,
-    parse_dataset_name,
-    validate_raw_file,
-)
+from envs.ogbench_data import (DEFAULT_DATASET_DIR, INFO_KEYS, MANIPULATION_DATASET_TYPES, NUM_TASKS,  # noqa: E402
+                               convert_load_errors, dataset_files, missing_files_error, parse_dataset_name,
+                               validate_raw_file)
 
 GENERATABLE_FAMILIES = ('cube-single', 'cube-double', 'cube-triple', 'cube-quadruple', 'cube-octuple', 'scene',
                         'puzzle-3x3', 'puzzle-4x4', 'puzzle-4x5', 'puzzle-4x6')
@@ -66,7 +49,7 @@ OFFICIAL_NUM_EPISODES = {'cube-single': 1000, 'cube-double': 1000, 'cube-triple'
 P_STACK = {'cube-single': 0.0, 'cube-double': (0.0, 0.25), 'cube-triple': (0.05, 0.35),
            'cube-quadruple': (0.1, 0.5), 'cube-octuple': (0.0, 0.35)}
 OTHER_P_STACK = 0.5
-DEFAULT_MAX_EPISODE_STEPS = 1001
+DEFAULT_MAX_EPISODE_STEPS = 1001  # OGBench's: 1000 transitions per episode after the next-observation shift
 SAVE_DTYPES = {'terminals': bool, 'button_states': np.int64}  # the other keys are float32 (uint8 pixels stay)
 
 
@@ -222,23 +205,18 @@ def collect_episodes(env, collection, num_episodes, seed, bar):
 
 
 def atomic_savez(path, arrays):
-    """np.savez_compressed to a hidden temporary file in the same folder, then a rename: never a partial `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    """np.savez_compressed to a temporary file renamed into place: never a partial `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = os.path.join(os.path.dirname(os.path.abspath(path)), f'.{os.path.basename(path)}.tmp')
     try:
-        with os.fdopen(fd, 'wb') as f:
+        with open(temporary, 'wb') as f:
             np.savez_compressed(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(temporary, path)
+    finally:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+            os.remove(temporary)
 
 
 def write_split(path, episodes):

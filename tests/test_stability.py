@@ -71,8 +71,9 @@ def test_report_averages_the_seeds_that_reached_each_step(tmp_path):
 
 
 def test_each_configuration_runs_its_own_settings_and_diverged_seeds_are_not_restarted(tmp_path, monkeypatch):
-    args = stability.parse_args(['--tiny', f'--save_dir={tmp_path}', '--temperatures=3', '--budgets=0.5',
-                                 '--seeds=0,1', '--protocol=qam'])
+    assert stability.parse_flags(['stability.py', '--tiny', f'--save_dir={tmp_path}', '--temperatures=3',
+                                  '--budgets=0.5', '--seeds=0,1', '--protocol=qam']) is None
+    args = stability.FLAGS
     configs = stability.configurations(args.temperatures, args.budgets, args.clip_grad_norm)
     for seed in (0, 1):  # both seeds of QAM with the clip diverged in an earlier run, seed 0 of TRQAM too
         fake_run(str(tmp_path / configs[0].run_name(args.env_name).format(seed=seed)), [1.0], [], 10, diverged_at=5)
@@ -97,6 +98,14 @@ def test_each_configuration_runs_its_own_settings_and_diverged_seeds_are_not_res
     assert results[2][1] == {seed: str(tmp_path / f'trqam_kl0.5_clip1_lift-mh-low_dim_seed{seed}') for seed in (0, 1)}
 
 
+def test_command_line_that_cannot_run_stops_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(stability, 'run_configurations', lambda *args: pytest.fail('a configuration ran'))
+    assert stability.main(['stability.py', '--qam_methods=QAM,FQL', f'--save_dir={tmp_path}']) == 2
+    assert stability.main(['stability.py', '--temperatures=', '--budgets=', f'--save_dir={tmp_path}']) == 2
+    assert stability.main(['stability.py', '--help']) == 0
+    assert os.listdir(tmp_path) == []
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # End to end.
 # ----------------------------------------------------------------------------------------------------------------------
@@ -118,7 +127,7 @@ def test_tiny_experiment_writes_the_report_and_resumes(lift_dataset, tmp_path, m
     from envs import robomimic
     monkeypatch.setitem(robomimic.MAX_EPISODE_STEPS, 'lift', 20)
     save_dir = tmp_path / 'runs'
-    command = ['--tiny', f'--dataset_path={lift_dataset}', f'--save_dir={save_dir}', '--temperatures=1',
+    command = ['stability.py', '--tiny', f'--dataset_path={lift_dataset}', f'--save_dir={save_dir}', '--temperatures=1',
                '--budgets=1', *TINY_STEPS]
     assert stability.main(command) == 0
 
@@ -153,8 +162,8 @@ def test_tiny_experiment_writes_the_report_and_resumes(lift_dataset, tmp_path, m
 
 
 def test_missing_dataset_says_how_to_download(tmp_path, capsys):
-    status = stability.main(['--tiny', f'--dataset_dir={tmp_path / "nothing"}', f'--save_dir={tmp_path / "runs"}',
-                             '--temperatures=1', '--budgets=', *TINY_STEPS])
+    status = stability.main(['stability.py', '--tiny', f'--dataset_dir={tmp_path / "nothing"}',
+                             f'--save_dir={tmp_path / "runs"}', '--temperatures=1', '--budgets=', *TINY_STEPS])
     assert status == 1
     message = capsys.readouterr().err
     assert 'Robomimic dataset file not found' in message and 'curl -L' in message and 'Traceback' not in message
