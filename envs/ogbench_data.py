@@ -17,6 +17,7 @@ It also provides helpers for the sharded large datasets (directories of 1M-trans
 
 Names: an OGBench single-task name such as ``cube-double-play-singletask-task2-v0`` consists of the environment
 *family* (``cube-double``), the dataset type (``play``), the task and the version; ``ParsedEnvName`` holds these parts.
+``parse_dataset_name`` reads the dataset (``cube-double-play-v0``) of a dataset, single-task or base environment name.
 
 ``ogbench`` (and through it MuJoCo / dm_control) is imported lazily; importing this module loads only numpy and
 ``envs.datasets``.

@@ -198,8 +198,8 @@ def convergence_rows(mu=(0.3, -0.5), s=0.4, ks=(5, 10, 20, 50), num_samples=100_
 
 
 def markdown_table(rows):
-    lines = ['| sampler | K | MC max abs mean err | MC max abs std err | exact K-step mean err | exact K-step std err |',
-             '|---|---|---|---|---|---|']
+    lines = ['| sampler | K | MC max abs mean err | MC max abs std err | exact K-step mean err | exact K-step std err '
+             '|', '|---|---|---|---|---|---|']
     lines += [f"| {r['sampler']} | {r['K']} | {r['mc_mean_err']:.4f} | {r['mc_std_err']:.4f} | "
               f"{r['exact_mean_err']:.4f} | {r['exact_std_err']:.4f} |" for r in rows]
     return '\n'.join(lines)

@@ -41,12 +41,9 @@ from agents.trqam import projected_dual_step  # noqa: E402
 from core.flow import (adjoint_matching_loss, euler_ode_sample, lean_adjoint, memoryless_sde_rollout,  # noqa: E402
                        path_kl, terminal_adjoint)
 
-# The problem.
-BASE_MEANS = (-0.5, 0.5)
-BASE_STDS = (0.15, 0.15)
-BASE_WEIGHTS = (0.5, 0.5)
-BUMP_CENTER = 0.0
-BUMP_WIDTH = 0.2
+# The problem: the mixture base, and the critic's bump.
+BASE_MEANS, BASE_STDS, BASE_WEIGHTS = (-0.5, 0.5), (0.15, 0.15), (0.5, 0.5)
+BUMP_CENTER, BUMP_WIDTH = 0.0, 0.2
 BUMP_HALF_WINDOW = 0.2  # "mass on the bump" = fraction of actions within this distance of its centre
 HORIZON = 1  # one action per chunk: D_hat / H = D_hat
 
@@ -251,6 +248,7 @@ def wasserstein_1(samples, reference_samples):
 
 
 def histogram(samples):
+    """The fractions of the samples in the HIST_BINS bins of [-1, 1] (actions are clipped)."""
     counts, _ = np.histogram(np.clip(samples, -1, 1), HIST_EDGES)
     return counts / counts.sum()
 
@@ -271,11 +269,10 @@ def run_settings(setup):
     return runs, batch
 
 
-def train_and_evaluate(compiled, state, batch, setup, boundaries, eval_key, log):
+def train_and_evaluate(compiled, state, batch, setup, boundaries, num_final, eval_key, log):
     """Trains all runs between the evaluation steps `boundaries`; returns the curves of METRICS, the training
-    batches' mean path KL per chunk and the actions of the last FINAL_FRACTION of the evaluations."""
+    batches' mean path KL per chunk and the actions of the last `num_final` evaluations."""
     num_evals = len(boundaries) - 1
-    num_final = max(1, int(round(FINAL_FRACTION * num_evals)))
     curves, train_kl, final_actions = {name: [] for name in METRICS}, [], []
     start = time.time()
     for i in range(num_evals + 1):
@@ -299,7 +296,7 @@ def base_summary(base_key, num, flow_steps):
     actions = np.clip(np.asarray(rollout.terminal)[:, 0], -1, 1)
     return actions, dict(true_reward_exact=_mean_true_reward(_tilted(0.0, 0.0)), true_reward=float(np.mean(actions)),
                          bump_mass=float(np.mean(np.abs(actions - BUMP_CENTER) < BUMP_HALF_WINDOW)),
-                         action_histogram=(np.histogram(actions, HIST_EDGES)[0] / len(actions)).tolist())
+                         action_histogram=histogram(actions).tolist())
 
 
 def run_result(index, runs, curves, train_kl, final_actions, base_actions, num_final):
@@ -307,18 +304,18 @@ def run_result(index, runs, curves, train_kl, final_actions, base_actions, num_f
     method, value, eps = runs[index]
     reference = runs.index((method, value, 0.0)) if (method, value, 0.0) in runs else None
     actions = final_actions[index]
-    counts, _ = np.histogram(actions, HIST_EDGES)
     distance = lambda measure: None if reference is None else measure(actions, final_actions[reference])  # noqa: E731
     return dict(method=method, inv_temp=value if method == 'qam' else None,
                 budget=value if method == 'trqam' else None, critic_error=eps,
                 # Averages over the evaluations of the last FINAL_FRACTION of training (smooths the oscillations).
-                final={name: float(np.mean([values[index] for values in curves[name][-num_final:]])) for name in curves},
+                final={name: float(np.mean([values[index] for values in curves[name][-num_final:]]))
+                       for name in curves},
                 # D_hat on the training batches of the same window: what the dual step controls.
                 train_path_kl=float(np.mean([chunk[index] for chunk in train_kl[-num_final:]])),
                 tv_to_critic_free=distance(histogram_tv), w1_to_critic_free=distance(wasserstein_1),
                 tv_to_base=histogram_tv(actions, base_actions),
                 curves={name: [float(values[index]) for values in curves[name]] for name in curves},
-                action_histogram=(counts / counts.sum()).tolist(), exact=exact_reference(method, value, eps))
+                action_histogram=histogram(actions).tolist(), exact=exact_reference(method, value, eps))
 
 
 DESCRIPTION = ('One-step bandit, 1-D: base 0.5 N(-0.5, 0.15^2) + 0.5 N(0.5, 0.15^2), true reward Q*(a) = a, '
@@ -343,7 +340,8 @@ def run_experiment(steps, seed, setup, log=print):
     num_final = max(1, int(round(FINAL_FRACTION * num_evals)))
     boundaries = np.linspace(0, steps, num_evals + 1).astype(int)
     start = time.time()
-    curves, train_kl, final_actions = train_and_evaluate(compiled, state, batch, setup, boundaries, eval_key, log)
+    curves, train_kl, final_actions = train_and_evaluate(compiled, state, batch, setup, boundaries, num_final,
+                                                         eval_key, log)
     train_seconds = time.time() - start
     base_actions, base = base_summary(base_key, final_actions.shape[1], setup['flow_steps'])
     results = [run_result(index, runs, curves, train_kl, final_actions, base_actions, num_final)
@@ -430,7 +428,8 @@ def plot(results, path):
                        label='critic bump')
     axes[1, 1].axhline(results['base']['true_reward_exact'], color='k', lw=0.8, ls='--', label='base')
     label_axes(axes, max(results['setup']['critic_errors']))
-    fig.suptitle('Fixed temperature (QAM) vs trust region (TRQAM) under a misleading critic bump between the base modes')
+    fig.suptitle('Fixed temperature (QAM) vs trust region (TRQAM) under a misleading critic bump between the base '
+                 'modes')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

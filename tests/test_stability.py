@@ -4,7 +4,7 @@ dataset in robomimic's layout with real robosuite Lift environments (skipped wit
 import json
 import math
 import os
-from argparse import Namespace
+from types import SimpleNamespace
 
 import pytest
 
@@ -52,12 +52,13 @@ def test_report_averages_the_seeds_that_reached_each_step(tmp_path):
     trqam_dirs = {0: str(tmp_path / 'trqam0')}
     fake_run(trqam_dirs[0], [1.0, 0.9, 0.8, 0.7], [0.5, 0.6], offline_steps=30, with_lambda=True)
 
-    args = Namespace(env_name='lift-mh-low_dim', protocol='trqam', seeds=[0, 1], offline_steps=30, online_steps=10,
-                     out_dir=str(tmp_path / 'report'), save_dir=str(tmp_path))
+    args = SimpleNamespace(env_name='lift-mh-low_dim', protocol='trqam', seeds=['0', '1'], offline_steps=30,
+                           online_steps=10, out_dir=str(tmp_path / 'report'), save_dir=str(tmp_path))
     report = stability.write_report(args, [(qam, qam_dirs), (trqam, trqam_dirs)])
     assert os.path.getsize(tmp_path / 'report' / 'stability.png') > 0
     assert json.load(open(tmp_path / 'report' / 'stability.json')) == report
 
+    assert report['seeds'] == [0, 1]  # as main.py's --seeds, the flag gives text
     qam_entry, trqam_entry = report['configurations']
     assert qam_entry['steps'] == [10, 20, 30, 40]  # the online episode row at step 35 is no training row
     assert qam_entry['adj_loss'] == [2.0, 20.0, 100.0, 1000.0]  # seed 1 stopped after step 20
