@@ -53,7 +53,7 @@ FULL = dict(critic_errors=(0.0, 0.5, 1.0, 1.5, 2.0), inv_temps=(1.0, 3.0, 10.0),
             eval_samples=4096, dual_lr=None)  # None: the agent's default eta_lambda
 QUICK = dict(critic_errors=(0.0, 2.0), inv_temps=(1.0, 10.0), budgets=(0.1, 0.3), batch_size=128, flow_steps=10,
              num_evals=5, eval_samples=2048,
-             dual_lr=0.05)  # 5x the default so that lambda settles within the few quick steps
+             dual_lr=0.05)  # above the agent's default, so that lambda settles within the few quick steps
 FULL_STEPS, QUICK_STEPS = 2000, 600
 HIST_BINS = 40
 HIST_EDGES = np.linspace(-1.0, 1.0, HIST_BINS + 1)  # actions are clipped to [-1, 1]
