@@ -17,6 +17,7 @@ It also provides helpers for the sharded large datasets (directories of 1M-trans
 
 Names: an OGBench single-task name such as ``cube-double-play-singletask-task2-v0`` consists of the environment
 *family* (``cube-double``), the dataset type (``play``), the task and the version; ``ParsedEnvName`` holds these parts.
+``parse_dataset_name`` reads the dataset (``cube-double-play-v0``) of a dataset, single-task or base environment name.
 
 ``ogbench`` (and through it MuJoCo / dm_control) is imported lazily; importing this module loads only numpy and
 ``envs.datasets``.
@@ -29,6 +30,7 @@ import os
 import re
 import socket
 import zipfile
+from typing import NamedTuple
 
 import numpy as np
 
@@ -177,6 +179,42 @@ def parse_env_name(env_name: str) -> ParsedEnvName:
     if parsed.env_id not in gymnasium.registry:
         raise _name_error(env_name, f'ogbench does not register the environment {parsed.env_id!r}')
     return parsed
+
+
+class DatasetName(NamedTuple):
+    """The parts of an OGBench dataset name, e.g. ('cube-double', 'play', 'v0', 'cube-double-play-v0')."""
+
+    family: str
+    dataset_type: str
+    version: str
+    dataset_name: str
+
+
+def parse_dataset_name(name: str, dataset_type: str | None = None) -> DatasetName:
+    """The dataset a name refers to: a dataset name ('cube-single-play-v0'), a single-task name
+    ('cube-single-play-singletask-task1-v0') or a base env id with `dataset_type` ('cube-single-v0', 'play').
+
+    Any of DATASET_TYPES is accepted and the family is not checked (callers check what they can serve); raises
+    ``ValueError`` for a name without a version or a dataset type, or one that contradicts `dataset_type`.
+    """
+    tokens = name.split('-')
+    if 'singletask' in tokens:  # drop '-singletask[-taskN]'
+        tokens = tokens[: tokens.index('singletask')] + tokens[-1:]
+    if len(tokens) < 2 or not re.fullmatch(r'v\d+', tokens[-1]):
+        raise ValueError(f'Cannot parse {name!r}; expected e.g. cube-single-play-v0.')
+    version, named_type = tokens[-1], tokens[-2] if tokens[-2] in DATASET_TYPES else None
+    family = '-'.join(tokens[:-2] if named_type else tokens[:-1])
+    if named_type and dataset_type not in (None, named_type):
+        raise ValueError(f'--dataset_type={dataset_type} contradicts the name {name!r}.')
+    dataset_type = named_type or dataset_type
+    if dataset_type is None:
+        raise ValueError(f'Cannot infer the dataset type from {name!r}; use a dataset name such as '
+                         f'{family}-play-{version} or {family}-noisy-{version}.')
+    if not family:
+        raise ValueError(f'Cannot parse {name!r}: no environment family; expected e.g. cube-single-play-v0.')
+    if dataset_type not in DATASET_TYPES:
+        raise ValueError(f'Dataset type must be one of {"|".join(DATASET_TYPES)}, got {dataset_type!r}.')
+    return DatasetName(family, dataset_type, version, f'{family}-{dataset_type}-{version}')
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,55 +1,36 @@
 """Stability of fixed-temperature adjoint matching against TRQAM's trust region, on one Robomimic task.
 
-The TRQAM paper's claim (docs/algorithms.md sections 4, 5 and 10): on Robomimic, QAM's adjoint-matching loss
-explodes at a fixed temperature, with gradient clipping or without, and its success collapses, while TRQAM,
-whose temperature lambda_eff is set by a path-KL budget, stays stable. This runs the configurations
+The TRQAM paper's claim (docs/algorithms.md sections 4, 5 and 10): on Robomimic, QAM's adjoint-matching loss explodes
+at a fixed temperature, with a gradient clip or without, and its success collapses, while TRQAM, whose temperature
+lambda_eff is set by a path-KL budget, stays stable. This runs QAM at each --temperatures (inv_temp) with the clip
+--clip_grad_norm and without it, and TRQAM at each --budgets (kl_budget) with the clip (--qam_methods=QAM,QAM-E adds
+QAM-E), each through main.py's protocol (`main.train`; --protocol=trqam: the shared BC pre-training stage, then the
+method offline and online) in its own run directory under --save_dir. It writes to --out_dir
 
-    QAM at each --temperatures (inv_temp), with the gradient-norm clip (--clip_grad_norm) and without it (0);
-    TRQAM at each --budgets (kl_budget, offline and online), with the same clip;
-    (--qam_methods=QAM,QAM-E adds QAM-E, at the same temperatures and clips)
-
-each through main.py's protocol (`main.train`, --protocol=trqam by default: the BC pre-training stage, which
-every configuration shares, then the method offline and online), and writes, to --out_dir:
-
-    stability.json  per configuration: the logged steps with the adjoint-matching loss (training/actor/adj_loss),
-                    the path KL of the SDE rollout (training/actor/path_kl), the gradient norm before the clip
-                    and, for TRQAM, lambda_eff (training/dual/lambda); the evaluation steps with the success rate;
-                    all as the mean over the seeds that reached the step, and per seed; the step at which a seed
-                    diverged (a non-finite metric: main.py stops that seed and keeps its last finite checkpoint).
-    stability.png   adjoint-matching loss (log scale), path KL (log scale, TRQAM's budgets dotted) and success
-                    against steps, one line per configuration, the start of the online phase dashed.
+    stability.json  per configuration, the mean over the seeds that reached each step and per seed: the
+                    adjoint-matching loss, the SDE rollout's path KL, the gradient norm before the clip and TRQAM's
+                    lambda_eff against the logged steps, success against the evaluation steps; the step at which a
+                    seed diverged (main.py stops a seed at a non-finite metric).
+    stability.png   loss and path KL (log scales, TRQAM's budgets dotted) and success against steps.
 
 TRQAM's adj_loss is its own loss, L_TR, which equals lambda_eff times QAM's at inv_temp = 1 / lambda_eff (section 4).
 
-Every configuration runs in this process, one after another, each in its own run directory under --save_dir
-({method}_{setting}_{env_name}_seed{seed}). In-process rather than a main.py subprocess per configuration: the
-configurations share one import of JAX and robosuite and JAX's caches of the operations they have in common
-(network initialisation, data handling), so each one pays only for its own compiled training and acting programs,
-which matters on a CPU; and main.train gives back the run directories and its faults as exceptions (a
-configuration that diverges is recorded, and the next one runs). --seeds train together in one program per
-configuration. Running the same command again resumes every unfinished run from its latest checkpoint (main.py's
-resume), only re-reads the finished ones and does not start a diverged seed again; SIGTERM or Ctrl-C save a
-checkpoint and stop (exit status 75).
-
-The data: robomimic's v1.5 low-dim file of the task, by default at ~/.robomimic/{task}/{mh|ph}/low_dim_v15.hdf5
-(--dataset_dir replaces ~/.robomimic, --dataset_path names the file). Download it on a machine with internet, e.g.
-
-    mkdir -p ~/.robomimic/lift/mh && curl -L -o ~/.robomimic/lift/mh/low_dim_v15.hdf5 \\
-        https://huggingface.co/datasets/robomimic/robomimic_datasets/resolve/main/v1.5/lift/mh/low_dim_v15.hdf5
-
-(a run without the file prints the exact command for its task; envs/robomimic.py). It needs robosuite and h5py:
-pip install --no-deps -r requirements-robomimic.txt.
+The configurations run one after another in this process, sharing its imports and JAX's caches; a configuration
+whose seeds all diverge is reported and the next one runs. --seeds train together. The same command again resumes the
+unfinished runs, only re-reads the finished ones and does not restart a diverged seed; SIGTERM or Ctrl-C save a
+checkpoint and stop. The data is robomimic's v1.5 low-dim file, {dataset_dir}/{task}/{mh|ph}/low_dim_v15.hdf5 with
+envs.robomimic.DEFAULT_DATASET_DIR by default (a run without it prints the command that downloads it); it needs
+robosuite and h5py: pip install --no-deps -r requirements-robomimic.txt. From the repository root:
 
     python experiments/stability.py --env_name=lift-mh-low_dim --save_dir=runs/stability --seeds=0,1,2
     python experiments/stability.py --tiny --bc_steps=100 --offline_steps=500 --online_steps=600 \\
         --start_training=100 --log_interval=50 --eval_interval=250 --eval_episodes=2 --steps_per_call=50
 
-(the paper's step counts are main.py's defaults: the BC stage's 300K, 1M offline and 500K online steps; the
-second command is a CPU-sized look). Run from the repository root.
+(main.py's defaults are the paper's step counts; the second command is a CPU-sized look).
 """
 
-import argparse
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -59,12 +40,16 @@ if __package__ in (None, ''):  # `python experiments/stability.py` from the repo
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 import main as main_py  # noqa: E402 - main.py; `main` is this script's entry point
+from core.errors import Preempted, RunError, debug_requested  # noqa: E402
+from envs.robomimic import DEFAULT_DATASET_DIR  # noqa: E402
+from protocols.domains import NETWORK_SIZES  # noqa: E402
 from protocols.methods import METHODS  # noqa: E402
 from runner import layout  # noqa: E402
-from core.errors import Preempted, RunError, debug_requested  # noqa: E402
+from runner.flags import default_flag_values  # noqa: E402
 from runner.logs import read_csv, write_json  # noqa: E402
 from runner.signals import StopSignals  # noqa: E402
 
@@ -72,18 +57,16 @@ REPORT_JSON = 'stability.json'
 REPORT_PNG = 'stability.png'
 TRAINING_KEYS = {'adj_loss': 'training/actor/adj_loss', 'path_kl': 'training/actor/path_kl',
                  'grad_norm': 'training/grad_norm', 'lambda': 'training/dual/lambda'}
-SUCCESS_KEY = layout.SUCCESS_KEY
-# --tiny: networks small enough for a CPU test (tests/test_stability.py).
-TINY_NETWORK = {'actor_hidden_dims': (16, 16), 'value_hidden_dims': (16, 16), 'num_qs': 2, 'batch_size': 8,
-                'flow_steps': 3}
+TINY_FLOW_STEPS = 3  # --tiny: NETWORK_SIZES['tiny'] and a short flow, for a CPU test (tests/test_stability.py)
 # The fixed-temperature methods that can stand for QAM: the QAM agent, plain or with a variant's head.
 FIXED_TEMPERATURE_METHODS = ('QAM', 'QAM-E', 'QAM-F')
-# How the swept agent config keys appear in run directory names.
-NAME_KEYS = {'inv_temp': 'invtemp', 'kl_budget': 'kl'}
-# main.py flags this experiment sets from its own flags of the same name.
-PASSED_FLAGS = ('env_name', 'dataset_dir', 'dataset_path', 'save_dir', 'protocol', 'bc_steps', 'offline_steps',
-                'online_steps', 'start_training', 'log_interval', 'eval_interval', 'eval_episodes', 'save_interval',
-                'steps_per_call')
+NAME_KEYS = {'inv_temp': 'invtemp', 'kl_budget': 'kl'}  # the swept keys in run directory names
+# main.py flags this experiment sets from its own flags of the same name; STEP_FLAGS default to main.py's.
+STEP_FLAGS = ('offline_steps', 'online_steps', 'start_training', 'log_interval', 'eval_interval', 'eval_episodes',
+              'save_interval', 'steps_per_call')
+PASSED_FLAGS = ('env_name', 'dataset_dir', 'dataset_path', 'save_dir', 'protocol', 'bc_steps') + STEP_FLAGS
+# Its own flags: main.py, which this imports, defines flags of the same names on absl's FLAGS.
+FLAGS = flags.FlagValues()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +110,10 @@ def configurations(temperatures, budgets, clip_grad_norm: float, qam_methods=('Q
     return fixed + trust_region
 
 
+def seeds(args) -> List[int]:
+    return [int(seed) for seed in args.seeds]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Running.
 # ----------------------------------------------------------------------------------------------------------------------
@@ -140,18 +127,18 @@ def run_configurations(args, configs: List[Configuration], stop=None) -> List[tu
     network = network_settings(args)
     # The swept keys and network sizes are the experiment's, whatever the protocol's per-domain table says.
     explicit = {f'agent.{key}' for key in network} | {f'agent.{key}' for c in configs for key in c.settings}
-    base_flags = {**main_py.default_flag_values(), **{name: getattr(args, name) for name in PASSED_FLAGS}}
+    base_flags = {**default_flag_values(), **{name: getattr(args, name) for name in PASSED_FLAGS}}
     results = []
     for config in configs:
         run_name = config.run_name(args.env_name)
-        run_dirs = {seed: os.path.join(args.save_dir, run_name.replace('{seed}', str(seed))) for seed in args.seeds}
+        run_dirs = {seed: os.path.join(args.save_dir, run_name.replace('{seed}', str(seed))) for seed in seeds(args)}
         results.append((config, run_dirs))
-        seeds = [seed for seed, run_dir in run_dirs.items() if diverged_step(run_dir) is None]
+        to_run = [seed for seed, run_dir in run_dirs.items() if diverged_step(run_dir) is None]
         print(f'\n=== {config.label} ===', flush=True)
-        if not seeds:
+        if not to_run:
             print('Every seed diverged in an earlier run; its logs are kept.', flush=True)
             continue
-        flag_values = {**base_flags, 'run_name': run_name, 'seeds': [str(seed) for seed in seeds]}
+        flag_values = {**base_flags, 'run_name': run_name, 'seeds': [str(seed) for seed in to_run]}
         try:
             main_py.train(flag_values, config.agent_config(network), stop, explicit)
         except main_py.TrainingDiverged as error:
@@ -161,12 +148,19 @@ def run_configurations(args, configs: List[Configuration], stop=None) -> List[tu
 
 def network_settings(args) -> Dict[str, object]:
     """The agent config's network keys the flags set (--tiny, then the explicit ones)."""
-    network = dict(TINY_NETWORK) if args.tiny else {}
-    if args.hidden_dims is not None:
-        network.update(actor_hidden_dims=tuple(args.hidden_dims), value_hidden_dims=tuple(args.hidden_dims))
+    network = {**NETWORK_SIZES['tiny'], 'flow_steps': TINY_FLOW_STEPS} if args.tiny else {}
+    if args.hidden_dims:
+        dims = tuple(int(size) for size in args.hidden_dims)
+        network.update(actor_hidden_dims=dims, value_hidden_dims=dims)
     network.update({key: getattr(args, key) for key in ('num_qs', 'batch_size', 'flow_steps')
                     if getattr(args, key) is not None})
     return network
+
+
+def diverged_step(run_dir: str) -> Optional[int]:
+    """The step at which main.py stopped this seed for a non-finite metric (None if it did not)."""
+    record = layout.divergence(run_dir)
+    return None if record is None else record['step']
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -176,40 +170,24 @@ def network_settings(args) -> Dict[str, object]:
 
 def read_columns(path: str, keys) -> Dict[str, list]:
     """{'steps': [...], key: [...]} of the rows of a run's CSV that hold the first key (None where a cell is empty)."""
+    present = lambda value: value is not None and not (isinstance(value, float) and math.isnan(value))  # noqa: E731
     columns = {'steps': [], **{key: [] for key in keys}}
-    if not os.path.exists(path):
-        return columns
-    for row in read_csv(path):
-        if not _present(row.get(keys[0])):  # online episode rows and rows of other metrics
-            continue
-        columns['steps'].append(int(row['step']))
-        for key in keys:
-            columns[key].append(row[key] if _present(row.get(key)) else None)
+    rows = read_csv(path) if os.path.exists(path) else []
+    for row in rows:
+        if present(row.get(keys[0])):  # not the online episode rows and rows of other metrics
+            columns['steps'].append(int(row['step']))
+            for key in keys:
+                columns[key].append(row[key] if present(row.get(key)) else None)
     return columns
-
-
-def _present(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def metric_names(method: str) -> List[str]:
-    """The TRAINING_KEYS a method logs: lambda is TRQAM's."""
-    return [name for name in TRAINING_KEYS if name != 'lambda' or method == 'TRQAM']
 
 
 def seed_curves(run_dir: str, names) -> dict:
     """One seed's curves: the training metrics `names` against the logged steps, success against the evaluation
     steps."""
     training = read_columns(layout.path(run_dir, layout.TRAIN_CSV), [TRAINING_KEYS[name] for name in names])
-    evaluation = read_columns(layout.path(run_dir, layout.EVAL_CSV), [SUCCESS_KEY])
+    evaluation = read_columns(layout.path(run_dir, layout.EVAL_CSV), [layout.SUCCESS_KEY])
     return {'steps': training['steps'], **{name: training[TRAINING_KEYS[name]] for name in names},
-            'eval_steps': evaluation['steps'], 'success': evaluation[SUCCESS_KEY]}
-
-
-def diverged_step(run_dir: str) -> Optional[int]:
-    """The step at which main.py stopped this seed for a non-finite metric (None if it did not)."""
-    record = layout.divergence(run_dir)
-    return None if record is None else record['step']
+            'eval_steps': evaluation['steps'], 'success': evaluation[layout.SUCCESS_KEY]}
 
 
 def mean_over_seeds(per_seed: Dict[int, dict], steps_key: str, names) -> dict:
@@ -226,14 +204,12 @@ def mean_over_seeds(per_seed: Dict[int, dict], steps_key: str, names) -> dict:
 
 
 def summarise(config: Configuration, run_dirs: Dict[int, str]) -> dict:
-    """The JSON entry of one configuration."""
-    names = metric_names(config.method)
+    """The JSON entry of one configuration (lambda is TRQAM's alone)."""
+    names = [name for name in TRAINING_KEYS if name != 'lambda' or config.method == 'TRQAM']
     per_seed = {seed: seed_curves(run_dir, names) for seed, run_dir in run_dirs.items()}
-    curves = {**mean_over_seeds(per_seed, 'steps', names),
-              **mean_over_seeds(per_seed, 'eval_steps', ['success'])}
+    curves = {**mean_over_seeds(per_seed, 'steps', names), **mean_over_seeds(per_seed, 'eval_steps', ['success'])}
     diverged = {seed: diverged_step(run_dir) for seed, run_dir in run_dirs.items()}
-    logged = lambda values: [value for value in values if value is not None]  # noqa: E731
-    adj_loss, success = logged(curves['adj_loss']), logged(curves['success'])
+    adj_loss, success = ([value for value in curves[name] if value is not None] for name in ('adj_loss', 'success'))
     summary = {'adj_loss_first': adj_loss[0] if adj_loss else None, 'adj_loss_max': max(adj_loss, default=None),
                'adj_loss_last': adj_loss[-1] if adj_loss else None, 'success_max': max(success, default=None),
                'success_last': success[-1] if success else None}
@@ -243,6 +219,23 @@ def summarise(config: Configuration, run_dirs: Dict[int, str]) -> dict:
             **curves, 'summary': summary, 'per_seed': {str(seed): curves for seed, curves in per_seed.items()}}
 
 
+PANELS = (('steps', 'adj_loss', 'adjoint-matching loss', 'log'), ('steps', 'path_kl', 'path KL per chunk step', 'log'),
+          ('eval_steps', 'success', 'success rate', 'linear'))
+
+
+def plot_entry(axes, entry, color):
+    """One configuration's curves; without the clip dashed, a seed's divergence a dotted vertical line."""
+    style = '--' if entry['clip_grad_norm'] == 0 else '-'
+    for axis, (steps_key, name, _, _) in zip(axes, PANELS):
+        points = [(step, value) for step, value in zip(entry[steps_key], entry[name]) if value is not None]
+        if points:
+            axis.plot(*zip(*points), style, color=color, marker='.' if len(points) < 30 else None, label=entry['label'])
+        for step in entry['diverged_at'].values():
+            axis.axvline(step, color=color, linestyle=':', linewidth=1)
+    if entry['method'] == 'TRQAM':
+        axes[1].axhline(entry['kl_budget'], color='grey', linestyle=':', linewidth=1)
+
+
 def plot(entries: List[dict], path: str, online_start: Optional[int]):
     import matplotlib
 
@@ -250,34 +243,20 @@ def plot(entries: List[dict], path: str, online_start: Optional[int]):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharex=True)
-    panels = (('steps', 'adj_loss', 'adjoint-matching loss', 'log'),
-              ('steps', 'path_kl', 'path KL per chunk step', 'log'),
-              ('eval_steps', 'success', 'success rate', 'linear'))
     # One colour per method and temperature or budget; with and without the clip differ by line style.
     setting = lambda entry: (entry['method'], entry.get('inv_temp', entry.get('kl_budget')))  # noqa: E731
     colors = {key: plt.get_cmap('tab10')(index % 10)
               for index, key in enumerate(dict.fromkeys(setting(entry) for entry in entries))}
     for entry in entries:
-        color, style = colors[setting(entry)], '--' if entry['clip_grad_norm'] == 0 else '-'
-        for axis, (steps_key, name, _, _) in zip(axes, panels):
-            points = [(step, value) for step, value in zip(entry[steps_key], entry[name]) if value is not None]
-            if points:
-                axis.plot(*zip(*points), style, color=color, marker='.' if len(points) < 30 else None,
-                          label=entry['label'])
-            for step in entry['diverged_at'].values():
-                axis.axvline(step, color=color, linestyle=':', linewidth=1)
-    for entry in entries:
-        if entry['method'] == 'TRQAM':
-            axes[1].axhline(entry['kl_budget'], color='grey', linestyle=':', linewidth=1)
-    for axis, (_, name, title, scale) in zip(axes, panels):
+        plot_entry(axes, entry, colors[setting(entry)])
+    for axis, (_, name, title, scale) in zip(axes, PANELS):
         if online_start:
             axis.axvline(online_start, color='grey', linestyle='--', linewidth=1)
         if scale == 'log' and axis.has_data():
             axis.set_yscale('log')
         if name == 'success':
             axis.set_ylim(-0.02, 1.02)
-        axis.set_title(title)
-        axis.set_xlabel('step')
+        axis.set(title=title, xlabel='step')
         axis.grid(alpha=0.3)
     axes[2].legend(fontsize=8, loc='best')
     notes = ['dashed: no gradient clip'] + (['grey dashed: online starts'] if online_start else []) + \
@@ -292,12 +271,11 @@ def write_report(args, results: List[tuple]) -> dict:
     """stability.json and stability.png in --out_dir from run_configurations' results; returns the JSON's content."""
     out_dir = args.out_dir or args.save_dir
     os.makedirs(out_dir, exist_ok=True)
-    online_start = args.offline_steps if args.online_steps else None
     entries = [summarise(config, run_dirs) for config, run_dirs in results]
-    report = {'env_name': args.env_name, 'protocol': args.protocol, 'seeds': list(args.seeds),
+    report = {'env_name': args.env_name, 'protocol': args.protocol, 'seeds': seeds(args),
               'offline_steps': args.offline_steps, 'online_steps': args.online_steps, 'configurations': entries}
     write_json(os.path.join(out_dir, REPORT_JSON), report)
-    plot(entries, os.path.join(out_dir, REPORT_PNG), online_start)
+    plot(entries, os.path.join(out_dir, REPORT_PNG), args.offline_steps if args.online_steps else None)
     return report
 
 
@@ -317,71 +295,85 @@ def print_summary(report: dict):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def parse_args(argv=None):
-    """argparse, not absl: importing main.py defines its absl flags, whose names (--env_name, --save_dir, ...)
-    these share. Settings left unset are main.py's defaults (the paper's step counts) or the protocol's."""
-    defaults = main_py.default_flag_values()
-    floats = lambda text: [float(value) for value in text.split(',') if value]  # noqa: E731
-    ints = lambda text: [int(value) for value in text.split(',') if value]  # noqa: E731
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--env_name', default='lift-mh-low_dim', help='Robomimic task, {task}-{mh|ph}-low_dim.')
-    parser.add_argument('--dataset_dir', help='Folder of the robomimic datasets (default ~/.robomimic).')
-    parser.add_argument('--dataset_path', help='The dataset file (overrides --dataset_dir).')
-    parser.add_argument('--save_dir', default='runs/stability', help='Parent folder of the run directories.')
-    parser.add_argument('--out_dir', help=f'Where {REPORT_JSON} and {REPORT_PNG} go (default: --save_dir).')
-    parser.add_argument('--protocol', default='trqam', choices=('trqam', 'qam', 'none'),
-                        help="main.py's --protocol (trqam: the BC pre-training stage, then each configuration).")
-    parser.add_argument('--temperatures', type=floats, default=[0.3, 1.0, 3.0],
-                        help='QAM inv_temp values (default 0.3,1,3).')
-    parser.add_argument('--budgets', type=floats, default=[1.0], help='TRQAM kl_budget values (default 1).')
-    parser.add_argument('--clip_grad_norm', type=float, default=1.0,
-                        help='The gradient-norm clip of the clipped runs (the agents\' default); QAM also runs with 0.')
-    parser.add_argument('--qam_methods', type=lambda text: text.split(','), default=['QAM'],
-                        help=f'Fixed-temperature methods of {", ".join(FIXED_TEMPERATURE_METHODS)} (default QAM).')
-    parser.add_argument('--seeds', type=ints, default=[0],
-                        help='Seeds, trained together in each configuration (default 0).')
-    parser.add_argument('--bc_steps', type=int, help='BC pre-training steps (default: the protocol\'s).')
-    for name in ('offline_steps', 'online_steps', 'start_training', 'log_interval', 'eval_interval', 'eval_episodes',
-                 'save_interval', 'steps_per_call'):
-        parser.add_argument(f'--{name}', type=int, default=defaults[name],
-                            help=f'main.py\'s --{name} (default {defaults[name]}).')
-    parser.add_argument('--tiny', action='store_true', help=f'Tiny networks for a CPU check: {TINY_NETWORK}.')
-    parser.add_argument('--hidden_dims', type=ints, help='Actor and critic hidden sizes, e.g. 256,256 (default: '
-                        'the protocol\'s, else the agent config\'s).')
-    parser.add_argument('--num_qs', type=int, help='Critic ensemble size.')
-    parser.add_argument('--batch_size', type=int, help='Batch size.')
-    parser.add_argument('--flow_steps', type=int, help='Flow steps K of the samplers and the SDE rollout.')
-    parser.add_argument('--debug', action='store_true', help='Show the traceback of errors (also TRQAM_DEBUG=1).')
-    args = parser.parse_args(argv)
-    unknown = [method for method in args.qam_methods if method not in FIXED_TEMPERATURE_METHODS]
-    if unknown or not args.temperatures and not args.budgets:
-        parser.error(f'--qam_methods {unknown} is not among {FIXED_TEMPERATURE_METHODS}' if unknown else
-                     'nothing to run: give --temperatures or --budgets.')
-    return args
+def define_flags(flag_values: flags.FlagValues) -> flags.FlagValues:
+    """The experiment's flags; settings left unset are main.py's defaults (the paper's step counts) or the
+    protocol's."""
+    string, integer, real, boolean, enum, comma_list = (
+        functools.partial(define, flag_values=flag_values) for define in
+        (flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float, flags.DEFINE_bool, flags.DEFINE_enum,
+         flags.DEFINE_list))
+    defaults = default_flag_values()
+    string('env_name', 'lift-mh-low_dim', 'Robomimic task, {task}-{mh|ph}-low_dim.')
+    string('dataset_dir', None, f'Folder of the robomimic datasets (default {DEFAULT_DATASET_DIR}).')
+    string('dataset_path', None, 'The dataset file (overrides --dataset_dir).')
+    string('save_dir', 'runs/stability', 'Parent folder of the run directories.')
+    string('out_dir', None, f'Where {REPORT_JSON} and {REPORT_PNG} go (default: --save_dir).')
+    enum('protocol', 'trqam', ['trqam', 'qam', 'none'], "main.py's --protocol (trqam: the BC pre-training stage, "
+         'then each configuration).')
+    comma_list('temperatures', ['0.3', '1', '3'], 'QAM inv_temp values.')
+    comma_list('budgets', ['1'], 'TRQAM kl_budget values.')
+    real('clip_grad_norm', 1.0, "The gradient-norm clip of the clipped runs (the agents' default); QAM also runs "
+         'with 0.')
+    comma_list('qam_methods', ['QAM'], f'Fixed-temperature methods of {", ".join(FIXED_TEMPERATURE_METHODS)}.')
+    comma_list('seeds', ['0'], 'Seeds, trained together in each configuration.')
+    integer('bc_steps', None, "BC pre-training steps (default: the protocol's).")
+    for name in STEP_FLAGS:
+        integer(name, defaults[name], f"main.py's --{name}.")
+    boolean('tiny', False, f"Tiny networks for a CPU check: NETWORK_SIZES['tiny'], {TINY_FLOW_STEPS} flow steps.")
+    comma_list('hidden_dims', None, "Actor and critic hidden sizes, e.g. 256,256 (default: the protocol's, else "
+               "the agent config's).")
+    integer('num_qs', None, 'Critic ensemble size.')
+    integer('batch_size', None, 'Batch size.')
+    integer('flow_steps', None, 'Flow steps K of the samplers and the SDE rollout.')
+    boolean('debug', False, 'Show the traceback of errors (also TRQAM_DEBUG=1).')
+    flags.register_validator('qam_methods', lambda methods: set(methods) <= set(FIXED_TEMPERATURE_METHODS),
+                             f'--qam_methods must be among {FIXED_TEMPERATURE_METHODS}', flag_values=flag_values)
+    flags.register_multi_flags_validator(('temperatures', 'budgets'), lambda values: any(values.values()),
+                                         'nothing to run: give --temperatures or --budgets.', flag_values=flag_values)
+    return flag_values
 
 
-def main(argv=None) -> int:
+define_flags(FLAGS)
+
+
+def parse_flags(argv) -> Optional[int]:
+    """Parses argv (the program first) into FLAGS; the exit status where it cannot run: 0 after --help, 2 for
+    a bad command line."""
+    if any(arg in ('-h', '--help', '--helpfull') for arg in argv[1:]):
+        print(f'{__doc__}\n{FLAGS.get_help()}')
+        return 0
+    FLAGS.unparse_flags()
+    try:
+        FLAGS(argv)
+    except flags.Error as error:
+        print(f'{argv[0]}: {error}', file=sys.stderr)
+        return 2
+    return None
+
+
+def main(argv) -> int:
     """Runs the experiment; returns the exit status (errors a user can fix get a message, not a traceback)."""
-    args = parse_args(argv)
+    status = parse_flags(argv)
+    if status is not None:
+        return status
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
-    configs = configurations(args.temperatures, args.budgets, args.clip_grad_norm, args.qam_methods)
+    configs = configurations(FLAGS.temperatures, FLAGS.budgets, FLAGS.clip_grad_norm, FLAGS.qam_methods)
     with StopSignals() as stop:
         try:
-            results = run_configurations(args, configs, stop)
+            results = run_configurations(FLAGS, configs, stop)
         except (RunError, ValueError, FileNotFoundError) as error:
-            if debug_requested(args.debug):
+            if debug_requested(FLAGS.debug):
                 raise
             print(f'\n{error}\n(--debug or TRQAM_DEBUG=1 shows the traceback.)', file=sys.stderr)
             if isinstance(error, Preempted):
                 print('The finished configurations are kept; the same command resumes the rest.', file=sys.stderr)
             return getattr(error, 'exit_code', 1)
-    report = write_report(args, results)
+    report = write_report(FLAGS, results)
     print_summary(report)
-    out_dir = args.out_dir or args.save_dir
+    out_dir = FLAGS.out_dir or FLAGS.save_dir
     print(f'\nWrote {os.path.join(out_dir, REPORT_JSON)} and {os.path.join(out_dir, REPORT_PNG)}.')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(sys.argv))

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from experiments.generate_dataset import generate, parse_dataset_name, task_success_report
+from experiments.generate_dataset import generate, task_success_report
 from envs import ogbench_data as od
 from envs.datasets import TRANSITION_KEYS
 
@@ -87,16 +87,16 @@ def test_generation_depends_on_seed(gen_dir, tmp_path):
 
 
 def test_parse_dataset_name():
-    assert parse_dataset_name('cube-double-play-v0') == ('cube-double', 'play', 'v0', 'cube-double-play-v0')
-    assert parse_dataset_name('puzzle-3x3-noisy-singletask-task4-v0')[3] == 'puzzle-3x3-noisy-v0'
-    assert parse_dataset_name('scene-v0', dataset_type='noisy')[3] == 'scene-noisy-v0'
-    assert parse_dataset_name('antmaze-large-navigate-v0') == ('antmaze-large', 'navigate', 'v0',
-                                                               'antmaze-large-navigate-v0')
+    assert od.parse_dataset_name('cube-double-play-v0') == ('cube-double', 'play', 'v0', 'cube-double-play-v0')
+    assert od.parse_dataset_name('puzzle-3x3-noisy-singletask-task4-v0').dataset_name == 'puzzle-3x3-noisy-v0'
+    assert od.parse_dataset_name('scene-v0', dataset_type='noisy').dataset_name == 'scene-noisy-v0'
+    assert od.parse_dataset_name('antmaze-large-navigate-v0') == ('antmaze-large', 'navigate', 'v0',
+                                                                  'antmaze-large-navigate-v0')
     for bad in ('cube-single-v0', 'play-v0', 'cube-single-play', 'cube-single-play-vx'):
         with pytest.raises(ValueError):
-            parse_dataset_name(bad)
+            od.parse_dataset_name(bad)
     with pytest.raises(ValueError):
-        parse_dataset_name('cube-single-play-v0', dataset_type='noisy')
+        od.parse_dataset_name('cube-single-play-v0', dataset_type='noisy')
 
 
 @pytest.mark.parametrize('name', ['antmaze-large-navigate-v0', 'cube-single-navigate-v0', 'foo-play-v0'])

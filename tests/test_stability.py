@@ -4,7 +4,7 @@ dataset in robomimic's layout with real robosuite Lift environments (skipped wit
 import json
 import math
 import os
-from argparse import Namespace
+from types import SimpleNamespace
 
 import pytest
 
@@ -52,12 +52,13 @@ def test_report_averages_the_seeds_that_reached_each_step(tmp_path):
     trqam_dirs = {0: str(tmp_path / 'trqam0')}
     fake_run(trqam_dirs[0], [1.0, 0.9, 0.8, 0.7], [0.5, 0.6], offline_steps=30, with_lambda=True)
 
-    args = Namespace(env_name='lift-mh-low_dim', protocol='trqam', seeds=[0, 1], offline_steps=30, online_steps=10,
-                     out_dir=str(tmp_path / 'report'), save_dir=str(tmp_path))
+    args = SimpleNamespace(env_name='lift-mh-low_dim', protocol='trqam', seeds=['0', '1'], offline_steps=30,
+                           online_steps=10, out_dir=str(tmp_path / 'report'), save_dir=str(tmp_path))
     report = stability.write_report(args, [(qam, qam_dirs), (trqam, trqam_dirs)])
     assert os.path.getsize(tmp_path / 'report' / 'stability.png') > 0
     assert json.load(open(tmp_path / 'report' / 'stability.json')) == report
 
+    assert report['seeds'] == [0, 1]  # as main.py's --seeds, the flag gives text
     qam_entry, trqam_entry = report['configurations']
     assert qam_entry['steps'] == [10, 20, 30, 40]  # the online episode row at step 35 is no training row
     assert qam_entry['adj_loss'] == [2.0, 20.0, 100.0, 1000.0]  # seed 1 stopped after step 20
@@ -71,8 +72,9 @@ def test_report_averages_the_seeds_that_reached_each_step(tmp_path):
 
 
 def test_each_configuration_runs_its_own_settings_and_diverged_seeds_are_not_restarted(tmp_path, monkeypatch):
-    args = stability.parse_args(['--tiny', f'--save_dir={tmp_path}', '--temperatures=3', '--budgets=0.5',
-                                 '--seeds=0,1', '--protocol=qam'])
+    assert stability.parse_flags(['stability.py', '--tiny', f'--save_dir={tmp_path}', '--temperatures=3',
+                                  '--budgets=0.5', '--seeds=0,1', '--protocol=qam']) is None
+    args = stability.FLAGS
     configs = stability.configurations(args.temperatures, args.budgets, args.clip_grad_norm)
     for seed in (0, 1):  # both seeds of QAM with the clip diverged in an earlier run, seed 0 of TRQAM too
         fake_run(str(tmp_path / configs[0].run_name(args.env_name).format(seed=seed)), [1.0], [], 10, diverged_at=5)
@@ -97,6 +99,14 @@ def test_each_configuration_runs_its_own_settings_and_diverged_seeds_are_not_res
     assert results[2][1] == {seed: str(tmp_path / f'trqam_kl0.5_clip1_lift-mh-low_dim_seed{seed}') for seed in (0, 1)}
 
 
+def test_command_line_that_cannot_run_stops_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(stability, 'run_configurations', lambda *args: pytest.fail('a configuration ran'))
+    assert stability.main(['stability.py', '--qam_methods=QAM,FQL', f'--save_dir={tmp_path}']) == 2
+    assert stability.main(['stability.py', '--temperatures=', '--budgets=', f'--save_dir={tmp_path}']) == 2
+    assert stability.main(['stability.py', '--help']) == 0
+    assert os.listdir(tmp_path) == []
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # End to end.
 # ----------------------------------------------------------------------------------------------------------------------
@@ -118,7 +128,7 @@ def test_tiny_experiment_writes_the_report_and_resumes(lift_dataset, tmp_path, m
     from envs import robomimic
     monkeypatch.setitem(robomimic.MAX_EPISODE_STEPS, 'lift', 20)
     save_dir = tmp_path / 'runs'
-    command = ['--tiny', f'--dataset_path={lift_dataset}', f'--save_dir={save_dir}', '--temperatures=1',
+    command = ['stability.py', '--tiny', f'--dataset_path={lift_dataset}', f'--save_dir={save_dir}', '--temperatures=1',
                '--budgets=1', *TINY_STEPS]
     assert stability.main(command) == 0
 
@@ -153,8 +163,8 @@ def test_tiny_experiment_writes_the_report_and_resumes(lift_dataset, tmp_path, m
 
 
 def test_missing_dataset_says_how_to_download(tmp_path, capsys):
-    status = stability.main(['--tiny', f'--dataset_dir={tmp_path / "nothing"}', f'--save_dir={tmp_path / "runs"}',
-                             '--temperatures=1', '--budgets=', *TINY_STEPS])
+    status = stability.main(['stability.py', '--tiny', f'--dataset_dir={tmp_path / "nothing"}',
+                             f'--save_dir={tmp_path / "runs"}', '--temperatures=1', '--budgets=', *TINY_STEPS])
     assert status == 1
     message = capsys.readouterr().err
     assert 'Robomimic dataset file not found' in message and 'curl -L' in message and 'Traceback' not in message
