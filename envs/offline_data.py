@@ -22,7 +22,17 @@ from envs.datasets import Dataset, example_batch
 from envs import robomimic
 from core.errors import RunError
 from envs.ogbench_data import (DEFAULT_DATASET_DIR, list_dataset_shards, load_dataset_shard, make_env,
-                                make_env_and_datasets)
+                                make_env_and_datasets, parse_dataset_name)
+
+
+def domain_name(env_name: str) -> str:
+    """The domain of a task, the name its suite's datasets share: 'cube-double-play' for
+    'cube-double-play-singletask-task2-v0' (or 'cube-double-play-v0'), 'lift-mh' for 'lift-mh-low_dim'."""
+    if robomimic.is_robomimic(env_name):
+        parsed = robomimic.parse_env_name(env_name)
+        return f'{parsed.task}-{parsed.dataset_type}'
+    parsed = parse_dataset_name(env_name)
+    return f'{parsed.family}-{parsed.dataset_type}'
 
 
 @dataclasses.dataclass

@@ -17,9 +17,9 @@ combines both:
 
 import dataclasses
 import os
-import re
 from typing import Dict, Optional, Tuple
 
+from envs.offline_data import domain_name  # noqa: F401 - the suites parse the names; callers ask here too
 from envs.ogbench_data import DEFAULT_DATASET_DIR, NUM_TASKS, is_locomotion
 
 
@@ -216,14 +216,6 @@ def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise ValueError(f'Unknown --protocol={name}; known: {", ".join(f"{p.name} ({p.description})" for p in PROTOCOLS.values())}.')
     return PROTOCOLS[name]
-
-
-_SUFFIX_RE = re.compile(r'((-singletask)?(-task\d+)?-v\d+|-low_dim)$')
-
-
-def domain_name(env_name: str) -> str:
-    """'cube-double-play' for 'cube-double-play-singletask-task2-v0' (or 'cube-double-play-v0')."""
-    return _SUFFIX_RE.sub('', env_name)
 
 
 def domain_settings(env_name: str) -> DomainSettings:
