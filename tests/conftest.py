@@ -139,3 +139,11 @@ def line_naming(text, *parts):
         if all(names(line, part) for part in parts):
             return line
     raise AssertionError(f'no line names all of {parts}:\n{text}')
+
+
+def has_layer_norm(params):
+    """Whether a flax parameter tree holds the scale or bias of a LayerNorm module."""
+    import jax
+
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return any(str(getattr(key, 'key', '')).startswith('LayerNorm') for path in paths for key in path)
