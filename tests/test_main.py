@@ -79,8 +79,10 @@ def test_paper_protocol_by_default_runs_both_stages_and_says_so(tiny_dataset_dir
 
     result = run(command('agents/qam.py'))
     bc_dir = os.path.join(tmp_path, f'bc_{TINY_ENV}_seed0_2x16_h5')
-    # The screen names the protocol, the BC run it starts from with its steps, and what the protocol set.
-    assert names(result.stdout, 'trqam') and line_naming(result.stdout, bc_dir, 20)
+    # The screen names the protocol, the BC run it starts from with its steps (on the first line naming that run,
+    # before the BC stage's own lines), and what the protocol set.
+    assert names(result.stdout, 'trqam')
+    assert names(next(line for line in result.stdout.splitlines() if bc_dir in line), 20)
     line_naming(result.stdout, 'agent.discount', 0.995)  # QAM's own default is 0.99
     assert 'training/actor/bc_flow_loss' in read_rows(os.path.join(bc_dir, 'train.csv'))[0]
     recorded = json.load(open(os.path.join(tmp_path, f'qam_{TINY_ENV}_seed0', 'flags.json')))
@@ -104,9 +106,8 @@ def test_paper_protocol_by_default_runs_both_stages_and_says_so(tiny_dataset_dir
 
 
 def error_message(stderr):
-    """The message main.py ends with on a fault the user can fix: the text after the last blank line before it."""
-    blocks = stderr.rstrip().split('\n\n')
-    return blocks[-1]
+    """The message main.py ends with on a fault the user can fix (it prints it after a blank line)."""
+    return stderr.rstrip().split('\n\n')[-1]
 
 
 def checkpoint_steps(save_dir):
@@ -124,7 +125,7 @@ def checkpoint_steps(save_dir):
 def test_bad_inputs_give_clear_errors(tiny_dataset_dir, tmp_path, extra, causes):
     result = run(main_command(tiny_dataset_dir, tmp_path, '--offline_steps=10', *extra), expect_ok=False)
     assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert_one_screen(error_message(result.stderr), *causes, max_lines=40)
+    assert_one_screen(error_message(result.stderr), *causes, max_lines=40)  # an invalid name lists every family
     assert not checkpoint_steps(tmp_path)
 
 

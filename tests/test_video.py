@@ -86,7 +86,8 @@ def test_mp4_of_synthetic_frames_reads_back_and_odd_sizes_are_rounded_up(tmp_pat
     with pytest.raises(ValueError) as refused:
         video.write_mp4([frames[0], frames[1][:10]], path, fps=4)
     assert_one_screen(str(refused.value), 1, '(10, 64, 3)')  # the frame at fault and its shape
-    assert os.listdir(tmp_path) == ['gradient.mp4'] and (tmp_path / 'gradient.mp4').read_bytes() == written  # the old one kept
+    assert os.listdir(tmp_path) == ['gradient.mp4']
+    assert (tmp_path / 'gradient.mp4').read_bytes() == written  # the video written before is kept whole
 
 
 def test_backend_fallback_and_the_error_when_none_works(render_environment, monkeypatch):
