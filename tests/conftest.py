@@ -139,3 +139,47 @@ def write_csv(path, rows):
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Messages for the user: what they name, not how they word it (a rewording must not break a test, dropping the
+# flag, value, path or command the user needs must).
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def names(text, part):
+    """Whether `text` names `part`: a string anywhere in it; a number as a whole number (not a digit of another
+    number) outside the paths in it (a temporary directory holds numbers too)."""
+    import re
+
+    if isinstance(part, str):
+        return part in text
+    words = ' '.join(word for word in text.split() if os.sep not in word)
+    return re.search(rf'(?<![\w.]){re.escape(str(part))}(?!\w|\.\d)', words) is not None
+
+
+def assert_one_screen(text, *must_name, max_lines=25):
+    """`text` is a message a user can act on: one screen, no Python traceback, and it names each of `must_name`
+    (see `names`). Returns `text`."""
+    lines = text.strip().splitlines()
+    assert lines and len(lines) < max_lines, f'{len(lines)} lines:\n{text}'
+    assert 'Traceback' not in text, text
+    missing = [part for part in must_name if not names(text, part)]
+    assert not missing, f'the message does not name {missing}:\n{text}'
+    return text
+
+
+def line_naming(text, *parts):
+    """The first line of `text` that names all of `parts` (a setting with its old and new value, say)."""
+    for line in text.splitlines():
+        if all(names(line, part) for part in parts):
+            return line
+    raise AssertionError(f'no line names all of {parts}:\n{text}')
+
+
+def has_layer_norm(params):
+    """Whether a flax parameter tree holds the scale or bias of a LayerNorm module."""
+    import jax
+
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return any(str(getattr(key, 'key', '')).startswith('LayerNorm') for path in paths for key in path)

@@ -10,7 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY_ENV, assert_logs_match_golden
+from protocols.methods import agent_names
+from runner.checkpoints import Checkpointer
+from runner.layout import divergence
+from tests.conftest import REPO_ROOT, TINY_ENV, assert_logs_match_golden, assert_one_screen, line_naming, names
 
 TINY_AGENT = ['--agent.actor_hidden_dims=(16,16)', '--agent.value_hidden_dims=(16,16)', '--agent.num_qs=2',
               '--agent.batch_size=8', '--agent.flow_steps=3']
@@ -76,8 +79,11 @@ def test_paper_protocol_by_default_runs_both_stages_and_says_so(tiny_dataset_dir
 
     result = run(command('agents/qam.py'))
     bc_dir = os.path.join(tmp_path, f'bc_{TINY_ENV}_seed0_2x16_h5')
-    assert 'protocol trqam' in result.stdout and f'starts from BC pre-training (20 steps): {bc_dir}' in result.stdout
-    assert 'agent.discount=0.995' in result.stdout  # QAM's own default is 0.99
+    # The screen names the protocol, the BC run it starts from with its steps (on the first line naming that run,
+    # before the BC stage's own lines), and what the protocol set.
+    assert names(result.stdout, 'trqam')
+    assert names(next(line for line in result.stdout.splitlines() if bc_dir in line), 20)
+    line_naming(result.stdout, 'agent.discount', 0.995)  # QAM's own default is 0.99
     assert 'training/actor/bc_flow_loss' in read_rows(os.path.join(bc_dir, 'train.csv'))[0]
     recorded = json.load(open(os.path.join(tmp_path, f'qam_{TINY_ENV}_seed0', 'flags.json')))
     assert recorded['pretrained_actor_path'] == bc_dir and recorded['agent']['discount'] == 0.995
@@ -91,25 +97,49 @@ def test_paper_protocol_by_default_runs_both_stages_and_says_so(tiny_dataset_dir
         == bc_dir
 
     # A flow of another size cannot start from a given checkpoint, and says why.
-    result = run(main_command(tiny_dataset_dir, tmp_path / 'wider', '--offline_steps=10',
+    result = run(main_command(tiny_dataset_dir, tmp_path / 'narrower', '--offline_steps=10',
                               f'--pretrained_actor_path={bc_dir}', '--agent.actor_hidden_dims=(8,8)',
                               agent='agents/qam.py'), expect_ok=False)
-    assert result.returncode != 0 and 'does not fit' in result.stderr
+    assert result.returncode == 1
+    assert_one_screen(error_message(result.stderr), 16, 8)  # the widths of the checkpoint and of this flow
+    assert not checkpoint_steps(tmp_path / 'narrower')
 
 
-@pytest.mark.parametrize('extra, message', [
-    (['--agent.agent_name=nope'], 'Unknown agent_name'),
-    (['--env_name=cube-single-play-singletask-task9-v0'], 'task'),
-    (['--env_name=cube-double-play-singletask-task1-v0'], 'generate_dataset.py'),
+def error_message(stderr):
+    """The message main.py ends with on a fault the user can fix (it prints it after a blank line)."""
+    return stderr.rstrip().split('\n\n')[-1]
+
+
+def checkpoint_steps(save_dir):
+    """The steps of every checkpoint written under `save_dir`."""
+    return [name for root, _, _ in os.walk(save_dir) if os.path.basename(root) == 'checkpoints'
+            for name in os.listdir(root) if name.isdigit()]
+
+
+@pytest.mark.parametrize('extra, causes', [
+    (['--agent.agent_name=nope'], ["'nope'", *agent_names()]),  # the name given and the known ones
+    (['--env_name=cube-single-play-singletask-task9-v0'], ['cube-single-play-singletask-task9-v0', 9]),
+    (['--env_name=cube-double-play-singletask-task1-v0'], ['cube-double-play-v0.npz', 'cube-double-play-v0-val.npz',
+                                                           'generate_dataset.py --env_name=cube-double-play-v0']),
 ])
-def test_bad_inputs_give_clear_errors(tiny_dataset_dir, tmp_path, extra, message):
+def test_bad_inputs_give_clear_errors(tiny_dataset_dir, tmp_path, extra, causes):
     result = run(main_command(tiny_dataset_dir, tmp_path, '--offline_steps=10', *extra), expect_ok=False)
-    assert result.returncode != 0
-    assert message in result.stderr.splitlines()[-1] or message in result.stderr[-3000:]
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert_one_screen(error_message(result.stderr), *causes, max_lines=40)  # an invalid name lists every family
+    assert not checkpoint_steps(tmp_path)
 
 
 def test_diverging_loss_stops_with_a_clear_error(tiny_dataset_dir, tmp_path):
     result = run(main_command(tiny_dataset_dir, tmp_path, '--offline_steps=200', '--log_interval=10',
                               '--save_interval=10', '--eval_interval=0', '--agent.lr=1e30'), expect_ok=False)
-    assert result.returncode != 0
-    assert 'Training diverged at step' in result.stderr
+    assert result.returncode == 1
+    run_dir = only_run_dir(tmp_path)
+    record = divergence(run_dir)
+    checkpointer = Checkpointer(os.path.join(run_dir, 'checkpoints'))
+    intact = checkpointer.latest_step()
+    checkpointer.close()
+    assert record is not None and (intact is None or intact < record['step'])  # no non-finite state saved
+    # The user sees what diverged.json records: where, when and what diverged, what it resumes from, how to go on.
+    assert record['message'] in result.stderr
+    assert_one_screen(record['message'], run_dir, record['step'], record['non_finite'], '--allow_config_change',
+                      *[intact] * (intact is not None))

@@ -12,7 +12,7 @@ import pytest
 import main
 import runner.seed_group
 from agents.fql import get_config as fql_config
-from tests.conftest import TINY_ENV
+from tests.conftest import TINY_ENV, assert_one_screen
 from runner.checkpoints import Checkpointer
 from runner.layout import divergence
 
@@ -90,9 +90,10 @@ def test_a_diverging_seed_leaves_the_group_and_the_others_finish(group, tiny_dat
     monkeypatch.setattr(runner.seed_group, 'train_seeds', poison_second_seed_after_step_10)
     healthy, diverged = main.train(values, tiny_fql())
     record = divergence(diverged)
-    assert record['step'] == 20 and 'seed 7' in record['message'] and 'step 10' in record['message']
     checkpointer = Checkpointer(os.path.join(diverged, 'checkpoints'))
-    assert checkpointer.latest_step() == 10
+    assert record['step'] == 20 and checkpointer.latest_step() == 10
     checkpointer.close()
+    # Which seed diverged (its run directory and its number), when, and the checkpoint it resumes from.
+    assert_one_screen(record['message'], diverged, 7, 20, 10)
     assert [row['step'] for row in rows(healthy, 'eval.csv')] == ['30', '45', '90']
     assert_same_run(group[0], healthy)  # seed 3 of the healthy group

@@ -9,6 +9,7 @@ from envs.datasets import Dataset, add_transition, sample_sequences
 from core.distributions import tanh_gaussian_sample
 from core.flax_utils import polyak_average
 from core.networks import MLP, GaussianHead, Value, VectorField
+from tests.conftest import has_layer_norm
 
 
 @pytest.mark.parametrize('num_ensembles, shape', [(None, (7,)), (1, (1, 7)), (3, (3, 7))])
@@ -43,7 +44,7 @@ def test_gaussian_head_has_no_layer_norm_and_clips_the_log_std_to_the_authors_ra
     head = GaussianHead((8, 8), output_dim=2)
     observations = jnp.ones((3, 4))
     params = head.init(jax.random.PRNGKey(0), observations)['params']
-    assert 'LayerNorm' not in str(jax.tree_util.tree_structure(params))
+    assert not has_layer_norm(params)
     # The second output layer gives the log-std: push it far beyond both bounds.
     params['Dense_1'] = {'kernel': jnp.zeros_like(params['Dense_1']['kernel']), 'bias': jnp.array([-100.0, 100.0])}
     _, log_stds = head.apply({'params': params}, observations)

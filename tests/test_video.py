@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from envs import video
+from tests.conftest import assert_one_screen
 
 ENV_NAME = 'cube-single-play-singletask-task1-v0'
 RENDER_VARIABLES = ('MUJOCO_GL', 'PYOPENGL_PLATFORM')
@@ -81,8 +82,12 @@ def test_mp4_of_synthetic_frames_reads_back_and_odd_sizes_are_rounded_up(tmp_pat
     metadata, decoded = _read_mp4(path)
     assert metadata['size'] == (64, 48) and len(decoded) == 5
     assert os.listdir(tmp_path) == ['gradient.mp4']  # no partial file left behind
-    with pytest.raises(ValueError, match='frame 1'):
+    written = (tmp_path / 'gradient.mp4').read_bytes()
+    with pytest.raises(ValueError) as refused:
         video.write_mp4([frames[0], frames[1][:10]], path, fps=4)
+    assert_one_screen(str(refused.value), 1, '(10, 64, 3)')  # the frame at fault and its shape
+    assert os.listdir(tmp_path) == ['gradient.mp4']
+    assert (tmp_path / 'gradient.mp4').read_bytes() == written  # the video written before is kept whole
 
 
 def test_backend_fallback_and_the_error_when_none_works(render_environment, monkeypatch):
@@ -103,18 +108,20 @@ def test_backend_fallback_and_the_error_when_none_works(render_environment, monk
     failures['osmesa'] = 'ImportError: Unable to load OpenGL library'
     with pytest.raises(video.RenderBackendError) as raised:
         video.choose_render_backend()
-    message = str(raised.value)
-    for expected in (*failures.values(), 'MUJOCO_GL=egl', 'MUJOCO_GL=osmesa', 'libegl1 libgl1 libgl1-mesa-dri',
-                     'libosmesa6', '--video_episodes=0'):
-        assert expected in message
+    # Each backend tried with its failure, the packages that make one work, and the flag that turns videos off.
+    assert_one_screen(str(raised.value), *failures.values(), 'MUJOCO_GL=egl', 'MUJOCO_GL=osmesa',
+                      'libegl1 libgl1 libgl1-mesa-dri', 'libosmesa6', '--video_episodes=0')
 
     # A backend the user set is the only one tried.
     video.choose_render_backend.cache_clear()
     probed.clear()
     monkeypatch.setenv('MUJOCO_GL', 'glfw')
-    with pytest.raises(video.RenderBackendError, match='MUJOCO_GL=glfw, set in the environment'):
+    failures['glfw'] = 'GLFWError: The DISPLAY environment variable is missing'
+    with pytest.raises(video.RenderBackendError) as raised:
         video.choose_render_backend()
     assert probed == ['glfw']
+    # The user's setting, why it fails, and the flag that turns videos off.
+    assert_one_screen(str(raised.value), 'MUJOCO_GL=glfw', failures['glfw'], '--video_episodes=0')
 
 
 def test_wandb_gets_the_mp4_file_and_nothing_is_logged_without_a_run(tmp_path):
