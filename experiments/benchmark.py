@@ -180,8 +180,7 @@ def measure_isolated(slug, size, dtype, dataset_size, updates_per_call, num_wind
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f'worker exited with {result.returncode}: {result.stderr.strip()[-1500:]}')
-        with open(os.path.join(out_dir, 'benchmark.json')) as f:
-            return json.load(f)['updates'][0]
+        return read_json(os.path.join(out_dir, 'benchmark.json'))['updates'][0]
 
 
 def parse_references(entries) -> dict:
@@ -269,7 +268,7 @@ def ensure_dataset(dataset_dir: str, env_name: str, episodes: int, log=print) ->
         log(f'[benchmark] generating {episodes} episodes of {data_env} into {dataset_dir} ...')
         generate(data_env, num_episodes=episodes, dataset_dir=dataset_dir, seed=0, num_val_episodes=1,
                  progress=False, verbose=False)
-    return os.path.abspath(dataset_dir)
+    return dataset_dir
 
 
 def seeds_benchmark(sizes, slug, dataset_dir, env_name=RUN_ENV, work_dir=None, seed_counts=None, repeats=1,
@@ -465,22 +464,16 @@ def costs_from(results: dict, device: str, command: str) -> dict:
             'eval_ms_per_episode': per_episode.groupby('size')['ms_per_episode'].mean().to_dict()}
 
 
-def merge_costs(old: dict, new: dict) -> dict:
-    """`new` over `old` when both were measured on the same device (else `new`): measured entries replace."""
-    if old.get('device') != new['device']:
-        return new
-    commands = [command for command in old.get('command', '').split(' ; ') + [new['command']] if command]
-    merged = {**new, 'command': ' ; '.join(dict.fromkeys(commands)),
-              'eval_ms_per_episode': {**old.get('eval_ms_per_episode', {}), **new['eval_ms_per_episode']}}
-    for key in ('ms_per_update', 'seed_group_speedup'):
-        older, newer = old.get(key, {}), new[key]
-        merged[key] = {name: {**older.get(name, {}), **newer.get(name, {})} for name in {**older, **newer}}
-    return merged
-
-
 def write_costs(path: str, costs: dict) -> dict:
-    """Merges `costs` into the file at `path` (see `merge_costs`), checks the schema and writes it whole."""
-    costs = merge_costs(read_json(path) if os.path.exists(path) else {}, costs)
+    """Writes `costs` whole to `path`, checked, over the costs there when they were measured on the same device."""
+    old = read_json(path) if os.path.exists(path) else {}
+    if old.get('device') == costs['device']:  # the measured entries replace theirs
+        commands = [command for command in old.get('command', '').split(' ; ') + [costs['command']] if command]
+        costs = {**costs, 'command': ' ; '.join(dict.fromkeys(commands)),
+                 'eval_ms_per_episode': {**old.get('eval_ms_per_episode', {}), **costs['eval_ms_per_episode']}}
+        for key in ('ms_per_update', 'seed_group_speedup'):
+            older, newer = old.get(key, {}), costs[key]
+            costs[key] = {name: {**older.get(name, {}), **newer.get(name, {})} for name in {**older, **newer}}
     check_costs(costs)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_json(path, costs)
@@ -497,15 +490,15 @@ def run_mode(mode: str, values, log=print) -> list:
     if mode == 'eval':
         return eval_benchmark(values.eval_agents, sizes, values.env_name, values.episodes, values.workers,
                               repeats=values.repeats, seed=values.seed, log=log)
-    dataset_dir = values.dataset_dir or ensure_dataset(os.path.join(values.out_dir, 'data'), values.env_name,
-                                                       values.data_episodes, log)
+    dataset_dir = os.path.abspath(values.dataset_dir or ensure_dataset(
+        os.path.join(values.out_dir, 'data'), values.env_name, values.data_episodes, log))
     work_dir = os.path.abspath(os.path.join(values.out_dir, f'{mode}_runs', time.strftime('%Y%m%d-%H%M%S')))
     if mode == 'seeds':
-        counts = [int(n) for n in values.seed_counts] if values.seed_counts else None
-        return seeds_benchmark(sizes, values.run_agent, os.path.abspath(dataset_dir), values.env_name, work_dir,
-                               counts, values.repeats, values.compile_cache_dir, log)
-    return online_benchmark(sizes, values.run_agent, os.path.abspath(dataset_dir), values.env_name, work_dir,
-                            values.online_steps, values.orderings, values.seed, values.compile_cache_dir, log)
+        counts = [int(n) for n in values.seed_counts or ()]  # none: the size's SEED_COUNTS
+        return seeds_benchmark(sizes, values.run_agent, dataset_dir, values.env_name, work_dir, counts, values.repeats,
+                               values.compile_cache_dir, log)
+    return online_benchmark(sizes, values.run_agent, dataset_dir, values.env_name, work_dir, values.online_steps,
+                            values.orderings, values.seed, values.compile_cache_dir, log)
 
 
 def main(_):
