@@ -1,19 +1,11 @@
-"""Speed of the library on whatever device JAX sees, measured through the library's own code: the one place
-the project measures it (tests never assert a time). Modes (`--mode`, comma-separated):
+"""Speed of the library on whatever device JAX sees, measured through the library's own code: the one place the
+project measures it (tests never assert a time). `--mode` takes a comma-separated list of:
 
-  updates  ms per offline update of each agent by method slug (`runner.training.train_steps` on a synthetic
-           device dataset), per size (`protocols.domains.NETWORK_SIZES`) and compute dtype: the compile time,
-           then the median of `--num_windows` timed calls of `--updates_per_call` updates (`--isolate`: each
-           measurement in its own process).
-  seeds    wall time of a small full main.py run (`RUN_SETTINGS`; compilation included) with N seeds in one
-           process against N single-seed processes one after another; fresh `main.py --protocol=none` processes
-           with the persistent compilation cache off, as a sweep's jobs (`--compile_cache_dir` shares one).
-  eval     one evaluation of `--episodes` episodes through `runner.acting.evaluate`, the environments in this
-           process against an `envs.env_pool.EnvPool` of `--workers` processes (main.py's way).
-  online   ms per online step of main.py's online phase (one seed; the median of its `time/steps_per_second`
-           online rows after the first, which holds the compilation) beside the environment step alone (random
-           actions in main.py's online pool) and the update alone (`train_steps`, one update per call): how
-           close the loop comes to max(environment step, update), per ordering (`ORDERINGS`).
+  updates  ms per offline update (`train_steps` on synthetic device data) per agent, network size and compute dtype.
+  seeds    wall time of a small main.py run (`RUN_SETTINGS`) with N seeds in one process against N single-seed
+           processes, each a fresh `main.py --protocol=none` process as a sweep's jobs are.
+  eval     one evaluation in this process against one in a pool of worker processes (main.py's way).
+  online   ms per step of main.py's online loop beside the environment step alone and the update alone.
 
     python experiments/benchmark.py                                     # updates: all agents, paper and small
     python experiments/benchmark.py --agents=fql,trqam --sizes=small --dtypes=float32,bfloat16
@@ -22,20 +14,17 @@ the project measures it (tests never assert a time). Modes (`--mode`, comma-sepa
     python experiments/benchmark.py --mode=online --sizes=small --online_steps=1000
     python experiments/benchmark.py --mode=updates,seeds,eval --out=costs.json   # the sweep's --costs=FILE
 
-A table per mode is printed and written to `{out_dir}/benchmark.md`, the records to `{out_dir}/benchmark.json`.
-`--out=FILE` writes the costs of the sweep's `--dry_run --costs=FILE` (float32 ms/update per agent and size; per
-size and N, N single-seed processes' wall time over one N-seed process's; the pool evaluation's ms per episode,
-averaged over agents), merged into FILE when it was measured on the same device; the figures measured here are
-in `experiments/reference_results/update_costs_cpu.json`. CPUs differ several-fold, so compare with the authors'
-code timed on the same machine: `--reference_ms=fql:small:3.6,trqam:paper:692-735` adds their ms/update and the
-speed-up (reference / ours).
+Each mode's table is printed and written to `{out_dir}/benchmark.md`, the records to `{out_dir}/benchmark.json`.
+`--out=FILE` merges the costs `experiments/sweep.py --dry_run --costs=FILE` reads into FILE (one CPU's:
+`experiments/reference_results/update_costs_cpu.json`). CPUs differ several-fold: `--reference_ms` adds the
+authors' code timed on the same machine and the speed-up.
 """
 
 import functools
+import itertools
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,11 +47,12 @@ from protocols.domains import NETWORK_SIZES, dims_label, domain_name  # noqa: E4
 from protocols.methods import BC, METHODS, method_by_slug  # noqa: E402
 from runner import acting, layout  # noqa: E402
 from runner.flags import default_flag_values  # noqa: E402
+from runner.logs import read_json, write_json  # noqa: E402
 from runner.prng import use_unrolled_threefry_on_cpu  # noqa: E402
 from runner.seed_axis import stack  # noqa: E402
 from runner.seed_group import available_cores, workers_for  # noqa: E402
 from runner.training import train_steps  # noqa: E402
-from experiments.sweep import check_costs  # noqa: E402
+from experiments.sweep import check_costs, format_value  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ('updates', 'seeds', 'eval', 'online')
@@ -79,19 +69,18 @@ RUN_SETTINGS = {
                  log_interval=10),
 }
 SEED_COUNTS = {'small': (1, 2, 4, 8), 'paper': (1, 2, 4), 'tiny': (1, 2)}
-# --mode=online: main.py settings of each ordering of acting and updating in the online phase (today's loop
-# acts, then updates; another ordering is one more entry here).
+# --mode=online: main.py settings of each ordering of acting and updating (today's loop acts, then updates).
 ORDERINGS = {'sequential': {}}
+
+
 def define_flags(flag_values=flags.FLAGS):
     """The command line's flags, on `flag_values`; lists of modes, sizes and dtypes are checked as they parse."""
     lists, string, integer, boolean = (functools.partial(define, flag_values=flag_values) for define in (
         flags.DEFINE_list, flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool))
-    lists('mode', ['updates'], f'What to measure, comma-separated: {", ".join(MODES)}.')
-    lists('agents', [m.slug for m in METHODS.values() if m is not BC], 'Agents of --mode=updates by slug (default: '
-          'all but bc, the BC pre-training).')
-    lists('sizes', None, f'Network sizes ({", ".join(NETWORK_SIZES)}; default: '
-          + '; '.join(f'{mode} {",".join(sizes)}' for mode, sizes in DEFAULT_SIZES.items()) + ').')
-    lists('dtypes', ['float32'], f'Compute dtypes of --mode=updates ({", ".join(COMPUTE_DTYPES)}).')
+    lists('mode', ['updates'], f'What to measure: {", ".join(MODES)}.')
+    lists('agents', [m.slug for m in METHODS.values() if m is not BC], '--mode=updates agents (default: all but bc).')
+    lists('sizes', None, f'Network sizes (default per mode: {DEFAULT_SIZES}).')
+    lists('dtypes', ['float32'], f'--mode=updates compute dtypes ({", ".join(COMPUTE_DTYPES)}).')
     for name, known in (('mode', MODES), ('sizes', NETWORK_SIZES), ('dtypes', COMPUTE_DTYPES)):
         flags.register_validator(name, lambda given, known=known: set(given or ()) <= set(known),
                                  f'--{name}: each one of {", ".join(known)}.', flag_values=flag_values)
@@ -105,8 +94,7 @@ def define_flags(flag_values=flags.FLAGS):
     string('env_name', RUN_ENV, 'Environment of the main.py runs and of --mode=eval.')
     string('dataset_dir', None, 'Its dataset\'s folder (default: {out_dir}/data, generated when missing).')
     integer('data_episodes', 10, 'Episodes generated when --dataset_dir has no dataset.')
-    lists('seed_counts', None, 'Seeds per process compared by --mode=seeds (default per size: '
-          + '; '.join(f'{size} {",".join(map(str, counts))}' for size, counts in SEED_COUNTS.items()) + ').')
+    lists('seed_counts', None, f'Seeds per process compared by --mode=seeds (default per size: {SEED_COUNTS}).')
     string('compile_cache_dir', '', 'A persistent compilation cache shared by the main.py processes.')
     lists('eval_agents', ['fql', 'trqam'], 'Agents of --mode=eval.')
     integer('episodes', 50, 'Episodes of the evaluation of --mode=eval.')
@@ -120,25 +108,28 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 # --mode=updates.
+def size_settings(method, size: str) -> dict:
+    """The method's fixed settings and the size's network: the keys of them that its config has."""
+    config = method.default_config()
+    return {key: value for key, value in {**method.fixed, **NETWORK_SIZES[size]}.items() if key in config}
 
 
 def agent_config(slug: str, size: str, dtype: str = 'float32'):
     """The config of method `slug` (its fixed settings included) at network `size`, matrix products in `dtype`."""
-    method = method_by_slug(slug)
-    config = method.default_config()
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f'Compute dtype {dtype!r}: one of {", ".join(COMPUTE_DTYPES)}.')
+    method = method_by_slug(slug)
+    config = method.default_config()
     with config.unlocked():
-        config.update({key: value for key, value in {**method.fixed, **NETWORK_SIZES[size]}.items() if key in config})
-        config.update(horizon_length=HORIZON, compute_dtype=dtype)
+        config.update(size_settings(method, size), horizon_length=HORIZON, compute_dtype=dtype)
     return config
 
 
-def synthetic_transitions(size: int, obs_dim: int = 40, action_dim: int = 5, seed: int = 0, episode_length=(400, 600)):
+def synthetic_transitions(size: int, obs_dim: int = 40, action_dim: int = 5, seed: int = 0):
     """Random transitions in the main.py dataset format, with an episode boundary every 400-600 steps."""
     rng = np.random.default_rng(seed)
     observations = rng.standard_normal((size + 1, obs_dim), dtype=np.float32)
-    ends = np.cumsum(rng.integers(episode_length[0], episode_length[1] + 1, size // episode_length[0] + 1)) - 1
+    ends = np.cumsum(rng.integers(400, 601, size // 400 + 1)) - 1
     terminals = np.zeros(size, np.float32)
     terminals[ends[ends < size - 1]] = 1.0
     terminals[-1] = 1.0
@@ -174,7 +165,7 @@ def measure_updates(slug, size, dataset, dtype='float32', updates_per_call=20, n
     num_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(agent.network.params))
     compile_s, window_ms, info = time_updates(agent, dataset, config.batch_size, updates_per_call, num_windows, seed)
     return {'agent': slug, 'size': size, 'network': dims_label(config.actor_hidden_dims), 'compute_dtype': dtype,
-            'status': 'ok', 'ms_per_update': statistics.median(window_ms), 'window_ms': window_ms,
+            'status': 'ok', 'ms_per_update': np.median(window_ms), 'window_ms': window_ms,
             'compile_s': compile_s, 'num_params': num_params, 'updates_per_call': updates_per_call,
             'dataset_size': int(dataset.size), 'platform': jax.devices()[0].platform,
             'metrics_finite': all(bool(np.all(np.isfinite(value))) for value in info.values())}
@@ -183,16 +174,13 @@ def measure_updates(slug, size, dataset, dtype='float32', updates_per_call=20, n
 def measure_isolated(slug, size, dtype, dataset_size, updates_per_call, num_windows, seed) -> dict:
     """`measure_updates` in a fresh process of this program."""
     with tempfile.TemporaryDirectory() as out_dir:
-        command = [sys.executable, os.path.join('experiments', 'benchmark.py'), '--mode=updates', f'--agents={slug}',
-                   f'--sizes={size}', f'--dtypes={dtype}', f'--dataset_size={dataset_size}',
-                   f'--updates_per_call={updates_per_call}', f'--num_windows={num_windows}', f'--seed={seed}',
-                   '--noisolate', f'--out_dir={out_dir}']
+        command = [sys.executable, 'experiments/benchmark.py', '--mode=updates', f'--agents={slug}', f'--sizes={size}',
+                   f'--dtypes={dtype}', f'--dataset_size={dataset_size}', f'--updates_per_call={updates_per_call}',
+                   f'--num_windows={num_windows}', f'--seed={seed}', '--noisolate', f'--out_dir={out_dir}']
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f'worker exited with {result.returncode}: {result.stderr.strip()[-1500:]}')
-        with open(os.path.join(out_dir, 'benchmark.json')) as f:
-            (record,) = json.load(f)['updates']
-        return record
+        return read_json(os.path.join(out_dir, 'benchmark.json'))['updates'][0]
 
 
 def parse_references(entries) -> dict:
@@ -212,13 +200,12 @@ def run_benchmarks(agents, sizes, dataset_size=1_000_000, updates_per_call=20, n
                    log=print, references=None, dtypes=('float32',)) -> list:
     """The updates record of every (size, agent, dtype); a failed one has status 'error' and a note. The
     references ({(agent, size): (low, high)} float32 ms/update) add the speed-up reference / ours."""
-    unknown = [slug for slug in agents if slug not in [m.slug for m in METHODS.values()]]
-    if unknown:
-        raise ValueError(f'Unknown agents {unknown}; known: {", ".join(m.slug for m in METHODS.values())}.')
+    for slug in agents:
+        method_by_slug(slug)  # an unknown slug raises before anything is measured
     use_unrolled_threefry_on_cpu()
     dataset = None if isolate else Dataset.create(synthetic_transitions(dataset_size, seed=seed))
     records = []
-    for size, slug, dtype in ((size, slug, dtype) for size in sizes for slug in agents for dtype in dtypes):
+    for size, slug, dtype in itertools.product(sizes, agents, dtypes):
         log(f'[benchmark] {slug} at size {size}, {dtype} ...')
         settings = (updates_per_call, num_windows, seed)
         try:
@@ -227,9 +214,8 @@ def run_benchmarks(agents, sizes, dataset_size=1_000_000, updates_per_call=20, n
         except Exception as error:  # noqa: BLE001 - report it and measure the next one
             record = {'agent': slug, 'size': size, 'compute_dtype': dtype, 'status': 'error',
                       'note': f'{type(error).__name__}: {error}'}
-        low, high = (references or {}).get((slug, size), (None, None)) if dtype == 'float32' else (None, None)
-        if low and record['status'] == 'ok':  # the authors' code is float32
-            ms = record['ms_per_update']
+        if record['status'] == 'ok' and dtype == 'float32' and (slug, size) in (references or {}):
+            (low, high), ms = references[(slug, size)], record['ms_per_update']  # the authors' code is float32
             record['reference_ms'] = f'{low:g}' if low == high else f'{low:g}-{high:g}'
             record['speedup'] = f'{low / ms:.2f}x' if low == high else f'{low / ms:.2f}-{high / ms:.2f}x'
         log(f'[benchmark]   {record["ms_per_update"]:.3f} ms/update' if 'ms_per_update' in record else record['note'])
@@ -238,18 +224,10 @@ def run_benchmarks(agents, sizes, dataset_size=1_000_000, updates_per_call=20, n
 
 
 # main.py processes (--mode=seeds and online).
-
-
-def flag_text(value) -> str:
-    return f'({",".join(map(str, value))},)' if isinstance(value, (tuple, list)) else str(value)
-
-
 def main_command(slug, size, seeds, save_dir, dataset_dir, settings, env_name=RUN_ENV) -> list:
     """main.py with --protocol=none and the run explicit: the method's fixed settings, the size's network
     and `settings` (main.py flags) over main.py's defaults."""
     method = method_by_slug(slug)
-    known_keys = method.default_config()
-    agent = {key: value for key, value in {**method.fixed, **NETWORK_SIZES[size]}.items() if key in known_keys}
     run = dict(env_name=env_name, protocol='none', seeds=','.join(map(str, seeds)), dataset_dir=dataset_dir,
                save_dir=save_dir, horizon_length=HORIZON, utd_ratio=1, eval_interval=0, save_interval=0, sparse=False,
                bc_steps=0, wandb_mode='disabled', **settings)
@@ -257,8 +235,8 @@ def main_command(slug, size, seeds, save_dir, dataset_dir, settings, env_name=RU
     if unknown:
         raise ValueError(f'{unknown} are not main.py flags.')
     return ([sys.executable, 'main.py', f'--agent={method.agent_file}']
-            + [f'--agent.{key}={flag_text(value)}' for key, value in agent.items()]
-            + [f'--{name}={flag_text(value)}' for name, value in run.items()])
+            + [f'--agent.{key}={format_value(value)}' for key, value in size_settings(method, size).items()]
+            + [f'--{name}={format_value(value)}' for name, value in run.items()])
 
 
 def child_environment(compile_cache_dir: str = '') -> dict:
@@ -290,7 +268,7 @@ def ensure_dataset(dataset_dir: str, env_name: str, episodes: int, log=print) ->
         log(f'[benchmark] generating {episodes} episodes of {data_env} into {dataset_dir} ...')
         generate(data_env, num_episodes=episodes, dataset_dir=dataset_dir, seed=0, num_val_episodes=1,
                  progress=False, verbose=False)
-    return os.path.abspath(dataset_dir)
+    return dataset_dir
 
 
 def seeds_benchmark(sizes, slug, dataset_dir, env_name=RUN_ENV, work_dir=None, seed_counts=None, repeats=1,
@@ -301,48 +279,32 @@ def seeds_benchmark(sizes, slug, dataset_dir, env_name=RUN_ENV, work_dir=None, s
     records = []
     for size in sizes:
         counts = sorted(seed_counts or SEED_COUNTS[size])
-        order = [('single', seed) for seed in range(max(counts))] + [('group', n) for n in counts if n > 1]
-        walls = {process: [] for process in order}
+        processes = {f'single{seed}': [seed] for seed in range(max(counts))}
+        processes.update({f'group{n}': list(range(n)) for n in counts if n > 1})
+        walls = pd.DataFrame(index=range(repeats), columns=list(processes), dtype=float)  # NaN: the process failed
         for repeat in range(repeats):
-            for way, value in (order if repeat % 2 == 0 else order[::-1]):
-                seeds = [value] if way == 'single' else list(range(value))
-                log(f'[benchmark] seeds {size}, repeat {repeat}: {way} {value} ...')
-                command = main_command(slug, size, seeds, os.path.join(work_dir, size, f'{repeat}_{way}{value}'),
+            for name in (list(processes) if repeat % 2 == 0 else list(processes)[::-1]):
+                log(f'[benchmark] seeds {size}, repeat {repeat}: {name} ...')
+                command = main_command(slug, size, processes[name], os.path.join(work_dir, size, f'{repeat}_{name}'),
                                        dataset_dir, RUN_SETTINGS[size], env_name)
-                walls[(way, value)].append(run_main(command, env, log))
-        records += seed_rows(size, counts, walls, repeats)
+                walls.loc[repeat, name] = run_main(command, env, log)
+        records += [seed_row(size, n, walls) for n in counts]
     return records
 
 
-def seed_rows(size, counts, walls, repeats) -> list:
-    """Medians over repeats of one N-seed process's wall, N single-seed processes' and their ratio."""
-    def one_process(n, repeat):
-        return walls[('single', 0) if n == 1 else ('group', n)][repeat]
-
-    rows = []
-    for n in counts:
-        group, separate, speedup, vs_one = [], [], [], []
-        for repeat in range(repeats):
-            singles = [walls[('single', seed)][repeat] for seed in range(n)]
-            wall, one = one_process(n, repeat), one_process(1, repeat)
-            if wall is None or None in singles:
-                continue
-            group.append(wall)
-            separate.append(sum(singles))
-            speedup.append(sum(singles) / wall)
-            vs_one.append(wall / one if one else float('nan'))
-        rows.append({'size': size, 'seeds': n, 'one_process_s': median(group), 'n_processes_s': median(separate),
-                     'speedup': median(speedup), 'vs_one_seed': median(vs_one), 'repeats': len(group)})
-    return rows
-
-
-def median(values):
-    return statistics.median(values) if values else None
+def seed_row(size: str, n: int, walls: pd.DataFrame) -> dict:
+    """Medians over the repeats in which all its processes ran: one N-seed process's wall, N single-seed
+    processes' summed, their ratio and the N-seed wall over one seed's."""
+    one_process = walls[f'group{n}' if n > 1 else 'single0']
+    n_processes = walls[[f'single{seed}' for seed in range(n)]].sum(axis=1, min_count=n)
+    ran = one_process.notna() & n_processes.notna()
+    frame = pd.DataFrame({'one_process_s': one_process, 'n_processes_s': n_processes,
+                          'speedup': n_processes / one_process, 'vs_one_seed': one_process / walls['single0']})[ran]
+    medians = frame.median().to_dict() if ran.any() else dict.fromkeys(frame)
+    return {'size': size, 'seeds': n, **medians, 'repeats': int(ran.sum())}
 
 
 # --mode=eval and online: environments.
-
-
 def env_dims(env_name: str):
     """(observation dtype, observation dim, action dim) of the environment."""
     env = make_env(env_name)
@@ -362,11 +324,10 @@ def eval_benchmark(agents, sizes, env_name=RUN_ENV, episodes=50, workers=-1, eva
     factory = functools.partial(make_env, env_name)
     dtype, obs_dim, action_dim = env_dims(env_name)
     example = Dataset.create(synthetic_transitions(64, obs_dim, action_dim, seed))
-    pools = {'in_process': EnvPool(factory, num_envs, 0), 'pool': EnvPool(factory, num_envs,
-                                                                          workers_for(num_envs, workers))}
-    try:
-        records = []
-        for size, slug in ((size, slug) for size in sizes for slug in agents):
+    pool_workers = workers_for(num_envs, workers)
+    with EnvPool(factory, num_envs, 0) as in_process, EnvPool(factory, num_envs, pool_workers) as pool:
+        pools, records = {'in_process': in_process, 'pool': pool}, []
+        for size, slug in itertools.product(sizes, agents):
             log(f'[benchmark] eval {slug} at size {size}: {episodes} episodes in {num_envs} environments ...')
             agents_stacked = stack([create_agent(slug, size, example, seed=seed)[0]])
             jax.block_until_ready(acting.sample_episode_chunks(  # compiled before timing, as a run's first evaluation
@@ -378,16 +339,13 @@ def eval_benchmark(agents, sizes, env_name=RUN_ENV, episodes=50, workers=-1, eva
                     start = time.perf_counter()
                     (results[way],) = acting.evaluate(agents_stacked, pools[way], [seed], episodes, 0, HORIZON)
                     seconds[way].append(time.perf_counter() - start)
-            in_process, pool = statistics.median(seconds['in_process']), statistics.median(seconds['pool'])
+            in_process_s, pool_s = (np.median(seconds[way]) for way in pools)
             records.append({'agent': slug, 'size': size, 'episodes': episodes, 'envs': num_envs,
-                            'workers': len(pools['pool'].workers), 'in_process_s': in_process, 'pool_s': pool,
-                            'speedup': in_process / pool, 'ms_per_episode': 1000 * pool / episodes,
+                            'workers': len(pool.workers), 'in_process_s': in_process_s, 'pool_s': pool_s,
+                            'speedup': in_process_s / pool_s, 'ms_per_episode': 1000 * pool_s / episodes,
                             'same_results': all(np.array_equal(results['pool'][key], values)
                                                 for key, values in results['in_process'].items()),
                             'success': float(np.mean(results['pool']['success']))})
-    finally:
-        for pool in pools.values():
-            pool.close()
     return records
 
 
@@ -431,7 +389,7 @@ def online_benchmark(sizes, slug, dataset_dir, env_name=RUN_ENV, work_dir=None, 
     records = []
     for size in sizes:
         agent, config = create_agent(slug, size, dataset, seed=seed)
-        update_ms = statistics.median(time_updates(agent, dataset, config.batch_size, 1, 50, seed)[1])
+        update_ms = np.median(time_updates(agent, dataset, config.batch_size, 1, 50, seed)[1])
         for ordering in orderings:
             log(f'[benchmark] online {slug} at size {size}, {ordering}: {online_steps} steps ...')
             save_dir = os.path.join(work_dir, size, ordering)
@@ -448,35 +406,24 @@ def online_benchmark(sizes, slug, dataset_dir, env_name=RUN_ENV, work_dir=None, 
 
 
 # Output: tables, benchmark.json and the costs file (experiments/sweep.py --costs=FILE).
-
-# Per mode, the record fields its table shows (those that any record has).
-TABLES = {
-    'updates': ('agent', 'size', 'network', 'compute_dtype', 'ms_per_update', 'compile_s', 'num_params', 'reference_ms',
-                'speedup', 'status', 'note'),
-    'seeds': ('size', 'seeds', 'one_process_s', 'n_processes_s', 'speedup', 'vs_one_seed', 'repeats'),
-    'eval': ('agent', 'size', 'episodes', 'envs', 'workers', 'in_process_s', 'pool_s', 'speedup', 'ms_per_episode',
-             'same_results', 'success'),
-    'online': ('agent', 'size', 'ordering', 'loop_ms_per_step', 'env_ms_per_step', 'update_ms', 'bound_ms', 'sum_ms',
-               'bound_over_loop'),
-}
+# The columns of the updates table, in order (those that any record has); the other modes' tables show their records.
+UPDATES_COLUMNS = ('agent', 'size', 'network', 'compute_dtype', 'ms_per_update', 'compile_s', 'num_params',
+                   'reference_ms', 'speedup', 'status', 'note')
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """`frame` as a Markdown table: numbers to 4 significant digits, missing values as empty cells."""
-    def cell(value):
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return ''
-        return f'{value:.4g}' if isinstance(value, float) else str(value)
-
-    lines = ['| ' + ' | '.join(map(str, frame.columns)) + ' |', '|' + '---|' * len(frame.columns)]
-    lines += ['| ' + ' | '.join(cell(value) for value in row) + ' |' for row in frame.itertuples(index=False)]
-    return '\n'.join(lines) + '\n'
+    cells = frame.map(lambda value: '' if pd.isna(value) else f'{value:.4g}' if isinstance(value, float)
+                      else str(value))
+    lines = ['| ' + ' | '.join(map(str, row)) + ' |' for row in [list(frame.columns), *cells.values.tolist()]]
+    return '\n'.join([lines[0], '|' + '---|' * len(frame.columns), *lines[1:]]) + '\n'
 
 
 def mode_table(mode: str, records) -> str:
-    """The Markdown table of one mode's records (the columns that any record has)."""
+    """The Markdown table of one mode's records."""
     frame = pd.DataFrame(records)
-    return markdown_table(frame[[key for key in TABLES[mode] if key in frame]].astype(object))
+    return markdown_table((frame[[key for key in UPDATES_COLUMNS if key in frame]] if mode == 'updates' else frame)
+                          .astype(object))
 
 
 def write_outputs(results: dict, out_dir: str, command: str = ''):
@@ -503,52 +450,37 @@ def device_name() -> str:
 
 
 def costs_from(results: dict, device: str, command: str) -> dict:
-    """The costs schema from the modes' records (float32 updates; the pool evaluation, averaged over agents)."""
-    ms, speedups, per_episode = {}, {}, {}
+    """The costs schema (`sweep.check_costs`) from the modes' records: float32 updates, the seed-group speed-ups
+    and the pool evaluation's ms per episode averaged over agents."""
+    ms, speedups = {}, {}
     for r in results.get('updates', ()):
         if r['status'] == 'ok' and r['compute_dtype'] == 'float32':
             ms.setdefault(r['agent'], {})[r['size']] = r['ms_per_update']
     for r in results.get('seeds', ()):
         if r['speedup'] is not None:
-            speedups.setdefault(r['size'], {})[str(r['seeds'])] = 1.0 if r['seeds'] == 1 else r['speedup']
-    for r in results.get('eval', ()):
-        per_episode.setdefault(r['size'], []).append(r['ms_per_episode'])
+            speedups.setdefault(r['size'], {})[str(r['seeds'])] = r['speedup']
+    per_episode = pd.DataFrame(results.get('eval', []), columns=['size', 'ms_per_episode'])
     return {'device': device, 'command': command, 'ms_per_update': ms, 'seed_group_speedup': speedups,
-            'eval_ms_per_episode': {size: float(np.mean(values)) for size, values in per_episode.items()}}
-
-
-def merge_costs(old: dict, new: dict) -> dict:
-    """`new` over `old` when both were measured on the same device (else `new`): measured entries replace."""
-    if not old or old.get('device') != new['device']:
-        return new
-    commands = [c for c in (old.get('command') or '').split(' ; ') + [new['command']] if c]
-    merged = {'device': new['device'], 'command': ' ; '.join(dict.fromkeys(commands))}
-    for key in ('ms_per_update', 'seed_group_speedup'):
-        merged[key] = {name: dict(values) for name, values in (old.get(key) or {}).items()}
-        for name, values in new[key].items():
-            merged[key].setdefault(name, {}).update(values)
-    merged['eval_ms_per_episode'] = {**(old.get('eval_ms_per_episode') or {}), **new['eval_ms_per_episode']}
-    return merged
+            'eval_ms_per_episode': per_episode.groupby('size')['ms_per_episode'].mean().to_dict()}
 
 
 def write_costs(path: str, costs: dict) -> dict:
-    """Merges `costs` into the file at `path` (see `merge_costs`), checks the schema and writes it whole."""
-    old = None
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-    costs = merge_costs(old, costs)
+    """Writes `costs` whole to `path`, checked, over the costs there when they were measured on the same device."""
+    old = read_json(path) if os.path.exists(path) else {}
+    if old.get('device') == costs['device']:  # the measured entries replace theirs
+        commands = [command for command in old.get('command', '').split(' ; ') + [costs['command']] if command]
+        costs = {**costs, 'command': ' ; '.join(dict.fromkeys(commands)),
+                 'eval_ms_per_episode': {**old.get('eval_ms_per_episode', {}), **costs['eval_ms_per_episode']}}
+        for key in ('ms_per_update', 'seed_group_speedup'):
+            older, newer = old.get(key, {}), costs[key]
+            costs[key] = {name: {**older.get(name, {}), **newer.get(name, {})} for name in {**older, **newer}}
     check_costs(costs)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(costs, f, indent=2)
-    os.replace(path + '.tmp', path)
+    write_json(path, costs)
     return costs
 
 
 # Command line.
-
-
 def run_mode(mode: str, values, log=print) -> list:
     """The records of one mode, with the settings of the parsed flags `values`."""
     sizes = list(values.sizes or DEFAULT_SIZES[mode])
@@ -558,15 +490,15 @@ def run_mode(mode: str, values, log=print) -> list:
     if mode == 'eval':
         return eval_benchmark(values.eval_agents, sizes, values.env_name, values.episodes, values.workers,
                               repeats=values.repeats, seed=values.seed, log=log)
-    dataset_dir = values.dataset_dir or ensure_dataset(os.path.join(values.out_dir, 'data'), values.env_name,
-                                                       values.data_episodes, log)
+    dataset_dir = os.path.abspath(values.dataset_dir or ensure_dataset(
+        os.path.join(values.out_dir, 'data'), values.env_name, values.data_episodes, log))
     work_dir = os.path.abspath(os.path.join(values.out_dir, f'{mode}_runs', time.strftime('%Y%m%d-%H%M%S')))
     if mode == 'seeds':
-        counts = [int(n) for n in values.seed_counts] if values.seed_counts else None
-        return seeds_benchmark(sizes, values.run_agent, os.path.abspath(dataset_dir), values.env_name, work_dir,
-                               counts, values.repeats, values.compile_cache_dir, log)
-    return online_benchmark(sizes, values.run_agent, os.path.abspath(dataset_dir), values.env_name, work_dir,
-                            values.online_steps, values.orderings, values.seed, values.compile_cache_dir, log)
+        counts = [int(n) for n in values.seed_counts or ()]  # none: the size's SEED_COUNTS
+        return seeds_benchmark(sizes, values.run_agent, dataset_dir, values.env_name, work_dir, counts, values.repeats,
+                               values.compile_cache_dir, log)
+    return online_benchmark(sizes, values.run_agent, dataset_dir, values.env_name, work_dir, values.online_steps,
+                            values.orderings, values.seed, values.compile_cache_dir, log)
 
 
 def main(_):

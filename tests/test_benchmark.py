@@ -85,7 +85,7 @@ def test_main_command_is_main_py_flags_and_the_agent_s_keys():
     command = benchmark.main_command('qam', 'small', [0, 1], 'save', 'data', benchmark.RUN_SETTINGS['small'])
     assert command[1:3] == ['main.py', '--agent=agents/qam.py']
     given = dict(arg[2:].split('=', 1) for arg in command[3:])
-    assert given['seeds'] == '0,1' and given['protocol'] == 'none' and given['agent.actor_hidden_dims'] == '(64,64,)'
+    assert given['seeds'] == '0,1' and given['protocol'] == 'none' and given['agent.actor_hidden_dims'] == '(64,64)'
     assert given['agent.edit_scale'] == '0.0' and given['offline_steps'] == '3000'
     assert {name for name in given if not name.startswith('agent.')} <= set(default_flag_values())
     assert {name[len('agent.'):] for name in given if name.startswith('agent.')} <= set(get_config())
