@@ -1,23 +1,15 @@
-"""The sweeps this project knows (the papers' tables, a CPU-sized one, Robomimic's stability experiment),
-shared by the launcher (experiments/sweep.py) and the report (experiments/aggregate.py).
-
-A preset says what to run (methods, domains, tasks, seeds, step counts, main.py flags, network sizes and
-where); the protocol (`--protocol`, protocols/domains.py `PROTOCOLS`) says how main.py configures each run of
-it. Settings left None are the protocol's: the seeds (docs/algorithms.md section 9.1: 8 under trqam, 12 under
-qam) and the length of the BC pre-training stage (300K under trqam, none under qam).
+"""The sweeps this project knows (the papers' tables, a CPU-sized one, Robomimic's stability experiment), shared by
+the launcher (experiments/sweep.py) and the report (experiments/aggregate.py). A preset says what to run; the protocol
+(`--protocol`, protocols.domains.PROTOCOLS) says how main.py configures each run, and gives what a preset leaves None:
+the seeds (PAPER_SEEDS) and the length of the BC pre-training stage.
 """
 
 import dataclasses
-import os
-import sys
 from typing import List, Mapping, Optional, Tuple
 
-if __package__ in (None, ''):  # imported from a script run from the repository root.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from envs import ogbench_data, robomimic  # noqa: E402
-from protocols import domains  # noqa: E402
-from protocols.methods import BC, METHODS, paper_methods  # noqa: E402
+from envs import ogbench_data, robomimic
+from protocols import domains
+from protocols.methods import BC, METHODS, paper_methods
 
 # The papers' seeds per protocol (docs/algorithms.md section 9.1, "seeds (sweep)").
 PAPER_SEEDS = {'trqam': 8, 'qam': 12, 'none': 8}
@@ -46,34 +38,29 @@ class SweepSpec:
     dataset_dir: str = ogbench_data.DEFAULT_DATASET_DIR
     generate_episodes: Optional[int] = None  # episodes per generated dataset; None: generate_dataset.py's
     max_workers: int = 1  # local launcher: main.py processes at a time
-    python: str = 'python'  # the interpreter in the commands
 
 
 PRESETS = {spec.preset: spec for spec in (
-    # The papers' tables (docs/algorithms.md sections 7-9): the 50 tasks, 1M offline + 500K online steps,
-    # eval every 50K steps with 50 episodes (main.py's defaults); seeds and BC stage: the protocol's.
+    # The papers' tables (docs/algorithms.md sections 7-9): the 50 tasks, main.py's evaluation settings.
     SweepSpec(),
-    # The whole pipeline in about an hour on a 2-core laptop: the locally generated manipulation domains of
-    # the table, task 1, 2 seeds, every method, the small networks, 3K BC (when the protocol has a BC stage)
-    # + 5K offline + 2K online steps.
+    # The whole pipeline in about an hour on a 2-core laptop: three locally generated manipulation domains, task 1,
+    # 2 seeds, every method, small networks and short stages.
     SweepSpec(preset='cpu', domains=('scene-play', 'puzzle-3x3-play', 'cube-double-play'), tasks=(1,), seeds=(0, 1),
               bc_steps=3_000, offline_steps=5_000, online_steps=2_000,
               main_flags={'eval_interval': 2_500, 'eval_episodes': 10, 'save_interval': 2_500, 'log_interval': 500,
                           'steps_per_call': 250, 'start_training': 500},
               network=domains.NETWORK_SIZES['small'], save_dir='runs/cpu_preset', dataset_dir='data/cpu_preset',
               generate_episodes=50, max_workers=2),
-    # The TRQAM paper's stability experiment on Robomimic (docs/algorithms.md section 10): the multi-human
-    # low-dim datasets of lift, can and square (env `{domain}-low_dim`), TRQAM against QAM and QAM-E, with
-    # the papers' step counts. Method hyperparameters are the agent configs' (section 8 covers OGBench only).
+    # The TRQAM paper's stability experiment (docs/algorithms.md section 10): Robomimic's multi-human low-dim
+    # datasets; method hyperparameters are the agent configs' (section 8 covers OGBench only).
     SweepSpec(preset='robomimic', methods=('TRQAM', 'QAM', 'QAM-E'), domains=('lift-mh', 'can-mh', 'square-mh'),
               tasks=None, save_dir='runs/robomimic', dataset_dir=robomimic.DEFAULT_DATASET_DIR),
 )}
 
 
 def resolve_spec(preset: str = 'paper', **changes) -> SweepSpec:
-    """A preset with `changes` (None keeps the preset's) under its protocol (default trqam): methods default
-    to the papers', seeds and the BC stage's length to the protocol's, and the save folder of a protocol
-    other than trqam gets its name appended (runs of two protocols have the same run names)."""
+    """A preset with `changes` (None keeps the preset's), completed by its protocol: the papers' methods, the
+    protocol's seeds and BC stage, and a save folder named after a protocol other than trqam (same run names)."""
     if preset not in PRESETS:
         raise ValueError(f'Unknown preset {preset!r}; known: {", ".join(PRESETS)}.')
     given = {key: value for key, value in changes.items() if value is not None}
@@ -88,15 +75,12 @@ def resolve_spec(preset: str = 'paper', **changes) -> SweepSpec:
     if given.get('bc_steps') and not protocol.bc_steps:
         raise ValueError(f'--protocol={protocol.name} has no BC pre-training stage ({protocol.description}); '
                          'drop --bc_steps or use --protocol=trqam.')
-    if int(spec.seeds_per_job) < 1:
+    if spec.seeds_per_job < 1:
         raise ValueError(f'--seeds_per_job must be at least 1, got {spec.seeds_per_job}.')
     seeds = spec.seeds if spec.seeds is not None else range(PAPER_SEEDS[protocol.name])
-    save_dir = spec.save_dir
-    if 'save_dir' not in given and protocol.name != 'trqam':
-        save_dir = f'{save_dir}_{protocol.name}'
-    return dataclasses.replace(spec, methods=methods, seeds=tuple(int(seed) for seed in seeds), save_dir=save_dir,
-                               bc_steps=(spec.bc_steps or protocol.bc_steps) if protocol.bc_steps else 0,
-                               seeds_per_job=int(spec.seeds_per_job))
+    save_dir = spec.save_dir if 'save_dir' in given or protocol.name == 'trqam' else f'{spec.save_dir}_{protocol.name}'
+    return dataclasses.replace(spec, methods=methods, seeds=tuple(map(int, seeds)), save_dir=save_dir,
+                               bc_steps=(spec.bc_steps or protocol.bc_steps) if protocol.bc_steps else 0)
 
 
 def domain_envs(domain: str, tasks: Optional[Tuple[int, ...]]) -> List[str]:

@@ -1,44 +1,37 @@
-"""The papers' sweeps: methods x tasks x seeds under a protocol (`--protocol`), as main.py command lines for
-local processes or SLURM job arrays.
+"""Launches the papers' sweeps (experiments/presets.py): methods x tasks x seeds under a protocol, as main.py
+commands run as local processes or SLURM job arrays.
 
     python experiments/sweep.py --dry_run                     # the TRQAM paper's sweep: commands, counts, cost
     python experiments/sweep.py --dry_run --protocol=qam      # the QAM paper's (12 seeds, one stage)
     python experiments/sweep.py --dataset_dir=DATA --launcher=local --max_workers=4 --seeds_per_job=4
     python experiments/sweep.py --dataset_dir=DATA --launcher=slurm --slurm_submit
-    python experiments/sweep.py --preset=cpu                  # the small sweep of experiments/presets.py
+    python experiments/sweep.py --preset=cpu                  # the small sweep: data, runs and tables
     python experiments/sweep.py --preset=robomimic --dry_run  # the stability experiment
 
-A job sets only what the sweep must (env, seeds, folders, step counts, the preset's flags and network sizes);
-main.py completes it by `protocols.methods.resolve_protocol`, the rule the sweep resolves it with to name its
-runs and the BC runs they start from. `--pretrained_actor_path` names the BC run main.py would pick by itself,
-so that the methods of a task starting together do not reopen it (its directory lock would refuse them).
-Under `--protocol=trqam` BC pre-training (`main.py --bc_only`) runs first, once per task, seed and flow shape;
-under `--protocol=qam` the methods start from scratch. A method whose configuration equals another's on a task
-(`Method.is_configured_as`: QAM-E with edit_scale 0 is QAM) is launched once. `--seeds_per_job=K` trains K
-seeds in one main.py process; a job is complete when each seed's eval.csv has its final step, and a partly
-complete one is started again (main.py resumes each seed).
+A job's command sets only what the sweep must (env, seeds, folders, steps, the preset's flags and network sizes);
+main.py completes it by `protocols.methods.resolve_protocol`, which the sweep calls too, to name the runs and to pass
+each method the BC run main.py would pick (so that methods starting together do not meet at its directory lock).
+Under --protocol=trqam BC pre-training (main.py --bc_only) runs first, once per task, seed and flow shape. A method
+configured as another on a task (`Method.is_configured_as`) is launched once. A job is complete when every seed's
+eval.csv has its final step; an incomplete one is run again and main.py resumes it. The local launcher starts a
+method after its BC job succeeded (logs in {save_dir}/logs/); SLURM gets a job array per stage, the second after the
+first, and a task requeues itself when main.py saves and exits with `core.errors.EXIT_PREEMPTED` (on USR1 before the
+time limit, or TERM). Domains without data are listed with how to get it and not launched. Relative paths are
+relative to the repository root.
 
-The local launcher runs `--max_workers` processes at a time, each method after its BC job succeeded (logs in
-{save_dir}/logs/). The slurm launcher writes a job array per stage, the second with --dependency=afterok; on
-USR1 (before the time limit) or TERM a task's main.py saves and exits with `core.errors.EXIT_PREEMPTED`, and
-the task requeues itself to resume. Domains without data under --dataset_dir are listed with how to get it
-(the cpu preset generates its own) and not launched. Relative paths are relative to the repository root.
-
-`--dry_run` estimates device-hours from measured costs (`--costs`: what `experiments/benchmark.py --out=FILE`
-writes, schema in `check_costs`; the committed ones: experiments/reference_results/update_costs_cpu.json). Per
-seed: updates x ms per update + evaluations x episodes x ms per episode, over the speed-up of the largest
-measured group of at most K seeds in one process. What the file lacks (environment steps beyond evaluation,
-any missing figure) is named in the report and not counted.
+--dry_run estimates device-hours from measured costs (--costs, schema in `check_costs`): per seed, updates x ms per
+update + evaluations x episodes x ms per episode, over the speed-up of the largest measured group of at most
+--seeds_per_job seeds in one process; what the file lacks is named in the report and not counted.
 """
 
 import ast
 import collections
 import concurrent.futures
-import csv
 import dataclasses
 import functools
 import json
 import os
+import pathlib
 import shlex
 import stat
 import subprocess
@@ -50,13 +43,17 @@ if __package__ in (None, ''):  # `python experiments/sweep.py` from the reposito
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from core.errors import EXIT_PREEMPTED  # noqa: E402
+from envs import robomimic  # noqa: E402
 from experiments.presets import PAPER_SEEDS, PRESETS, SweepSpec, domain_envs, resolve_spec  # noqa: E402
 from protocols import domains as domains_lib  # noqa: E402
 from protocols.methods import BC, METHODS, bc_config_for, paper_methods, resolve_protocol, same_setting  # noqa: E402
 from runner import layout  # noqa: E402
 from runner.flags import default_flag_values  # noqa: E402
+from runner.logs import read_csv  # noqa: E402
 from runner.schedule import is_due  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +73,6 @@ class Job:
     total_steps: int  # the final step of each run directory
     name: str  # the run directory's name, with the seeds' range for several seeds
     depends_on: Optional[str] = None  # name of the BC job
-    data_ok: bool = True
     size: str = ''  # network size (protocols.domains.size_name), for the cost estimate
     updates: int = 0  # gradient updates per seed
     evaluations: int = 0  # per seed
@@ -96,7 +92,9 @@ class Sweep:
     spec: SweepSpec
 
     def launchable(self) -> Tuple[List[Job], List[Job]]:
-        return [job for job in self.bc_jobs if job.data_ok], [job for job in self.rl_jobs if job.data_ok]
+        """The BC and method jobs of the domains with data."""
+        return tuple([job for job in jobs if domains_lib.domain_name(job.env_name) not in self.missing_data]
+                     for jobs in (self.bc_jobs, self.rl_jobs))
 
     @property
     def bc_runs(self) -> int:
@@ -118,22 +116,9 @@ def flag_args(flags: dict, prefix: str = '') -> List[str]:
             else f'--{prefix}{name}={format_value(value)}' for name, value in flags.items()]
 
 
-def split_seeds(seeds: Sequence[int], per_process: int) -> List[Tuple[int, ...]]:
-    """`seeds` in consecutive groups of `per_process` (the last one may be smaller), one main.py process each."""
-    seeds = tuple(seeds)
-    return [seeds[start:start + per_process] for start in range(0, len(seeds), per_process)]
-
-
-def seed_args(seeds: Sequence[int]) -> List[str]:
-    return [f'--seed={seeds[0]}'] if len(seeds) == 1 else [f'--seeds={",".join(map(str, seeds))}']
-
-
-def seeds_label(seeds: Sequence[int]) -> str:
+def seeds_label(seeds: Tuple[int, ...]) -> str:
     """'3', '0-3' (consecutive) or '0,2,5': a job's seeds in its name."""
-    seeds = tuple(seeds)
-    if len(seeds) == 1:
-        return str(seeds[0])
-    if seeds == tuple(range(seeds[0], seeds[0] + len(seeds))):
+    if len(seeds) > 1 and seeds == tuple(range(seeds[0], seeds[-1] + 1)):
         return f'{seeds[0]}-{seeds[-1]}'
     return ','.join(map(str, seeds))
 
@@ -164,11 +149,9 @@ def number_of_evaluations(offline_steps: int, online_steps: int, eval_interval: 
 def data_status(env_name: str, dataset_dir: str, protocol) -> Tuple[bool, str]:
     """(present, what is missing and how to get it) of the data a run of `protocol` on `env_name` reads."""
     if domains_lib.domain_settings(env_name).suite == 'robomimic':
-        from envs import robomimic
-
-        if os.path.isfile(robomimic.dataset_path(env_name, _abs(dataset_dir))):
-            return True, robomimic.dataset_path(env_name, _abs(dataset_dir))
-        shown = robomimic.dataset_path(env_name, dataset_dir)
+        path, shown = (robomimic.dataset_path(env_name, folder) for folder in (_abs(dataset_dir), dataset_dir))
+        if os.path.isfile(path):
+            return True, path
         return False, f'no {shown}. ' + robomimic.download_instructions(env_name, shown).replace('\n', '\n      ')
     present, detail = domains_lib.dataset_status(env_name, _abs(dataset_dir), protocol)
     return present, detail if present else f'{detail}; {domains_lib.how_to_get(env_name, dataset_dir, protocol)}'
@@ -242,43 +225,42 @@ class JobBuilder:
 
     def _command(self, agent_file: str, env_name: str, seeds: Sequence[int], steps: dict, overrides: dict):
         spec = self.spec
-        return [spec.python, 'main.py', *(['--bc_only'] if agent_file == BC.agent_file else []),
-                f'--protocol={self.protocol.name}', f'--agent={agent_file}', f'--env_name={env_name}',
-                *seed_args(seeds), f'--save_dir={spec.save_dir}', f'--dataset_dir={spec.dataset_dir}',
-                *flag_args(steps), *flag_args(spec.main_flags), *spec.extra_main_flags, *flag_args(overrides, 'agent.')]
+        seed_arg = f'--seed={seeds[0]}' if len(seeds) == 1 else f'--seeds={",".join(map(str, seeds))}'
+        return ['python', 'main.py', *(['--bc_only'] if agent_file == BC.agent_file else []),
+                f'--protocol={self.protocol.name}', f'--agent={agent_file}', f'--env_name={env_name}', seed_arg,
+                f'--save_dir={spec.save_dir}', f'--dataset_dir={spec.dataset_dir}', *flag_args(steps),
+                *flag_args(spec.main_flags), *spec.extra_main_flags, *flag_args(overrides, 'agent.')]
 
-    def _cost_fields(self, size: str, offline_steps: int, online_steps: int) -> dict:
-        """The job's network size and work per seed, for the cost estimate."""
-        flags = self.main_flags
-        return dict(size=size, updates=offline_steps + online_steps * flags['utd_ratio'],
-                    evaluations=number_of_evaluations(offline_steps, online_steps, flags['eval_interval']),
-                    eval_episodes=flags['eval_episodes'])
+    def _job(self, stage: str, label: str, env_name: str, seeds: Tuple[int, ...], run_name, command: List[str],
+             size: str, offline_steps: int, online_steps: int, depends_on: Optional[str] = None) -> Job:
+        """A Job whose run directories are named `run_name(seed)`, with its network size and work per seed."""
+        main_flags = self.main_flags
+        return Job(stage, label, env_name, seeds, tuple(os.path.join(self.spec.save_dir, run_name(s)) for s in seeds),
+                   command, offline_steps + online_steps, run_name(seeds_label(seeds)), depends_on, size,
+                   updates=offline_steps + online_steps * main_flags['utd_ratio'],
+                   evaluations=number_of_evaluations(offline_steps, online_steps, main_flags['eval_interval']),
+                   eval_episodes=main_flags['eval_episodes'])
 
-    def bc_job(self, run: BCRun, seeds: Tuple[int, ...], data_ok: bool) -> Job:
+    def bc_job(self, run: BCRun, seeds: Tuple[int, ...]) -> Job:
         name, spec = run.name(seeds_label(seeds)), self.spec
         if name not in self.bc_jobs:
-            command = self._command(BC.agent_file, run.env_name, seeds, {'bc_steps': spec.bc_steps},
-                                    run.agent_overrides)
-            self.bc_jobs[name] = Job(
-                'bc', BC.label, run.env_name, seeds, tuple(os.path.join(spec.save_dir, run.name(s)) for s in seeds),
-                command, spec.bc_steps, name, data_ok=data_ok,
-                **self._cost_fields(domains_lib.size_name({'actor_hidden_dims': run.name_parts[0]}), spec.bc_steps, 0))
+            self.bc_jobs[name] = self._job(
+                'bc', BC.label, run.env_name, seeds, run.name,
+                self._command(BC.agent_file, run.env_name, seeds, {'bc_steps': spec.bc_steps}, run.agent_overrides),
+                domains_lib.size_name({'actor_hidden_dims': run.name_parts[0]}), spec.bc_steps, 0)
         return self.bc_jobs[name]
 
-    def method_job(self, label: str, config: dict, env_name: str, seeds: Tuple[int, ...], bc_run: Optional[BCRun],
-                   data_ok: bool) -> Job:
+    def method_job(self, label: str, config: dict, env_name: str, seeds: Tuple[int, ...],
+                   bc_run: Optional[BCRun]) -> Job:
         spec, method = self.spec, METHODS[label]
         steps, bc_job = {'offline_steps': spec.offline_steps, 'online_steps': spec.online_steps}, None
         if bc_run is not None:
-            bc_job = self.bc_job(bc_run, seeds, data_ok)
+            bc_job = self.bc_job(bc_run, seeds)
             pretrained = bc_job.run_dirs[0] if len(seeds) == 1 else os.path.join(spec.save_dir, bc_run.name('{seed}'))
             steps.update(bc_steps=spec.bc_steps, pretrained_actor_path=pretrained)
-        return Job('rl', label, env_name, seeds,
-                   tuple(os.path.join(spec.save_dir, layout.run_name(method.slug, env_name, s)) for s in seeds),
-                   self._command(method.agent_file, env_name, seeds, steps, self.agent_overrides(label)),
-                   spec.offline_steps + spec.online_steps, layout.run_name(method.slug, env_name, seeds_label(seeds)),
-                   depends_on=bc_job and bc_job.name, data_ok=data_ok,
-                   **self._cost_fields(domains_lib.size_name(config), spec.offline_steps, spec.online_steps))
+        return self._job('rl', label, env_name, seeds, functools.partial(layout.run_name, method.slug, env_name),
+                         self._command(method.agent_file, env_name, seeds, steps, self.agent_overrides(label)),
+                         domains_lib.size_name(config), spec.offline_steps, spec.online_steps, bc_job and bc_job.name)
 
 
 def build_sweep(spec: SweepSpec) -> Sweep:
@@ -287,24 +269,22 @@ def build_sweep(spec: SweepSpec) -> Sweep:
                      set().union(*(METHODS[label].default_config().keys() for label in spec.methods)))
     if unknown:
         raise ValueError(f'No method of the sweep has the agent config keys {unknown} (from the agent overrides).')
-    builder, missing, present = JobBuilder(spec), {}, {}
-    for domain in spec.domains:
-        present[domain], detail = data_status(domain_envs(domain, spec.tasks)[0], spec.dataset_dir, builder.protocol)
-        if not present[domain]:
-            missing[domain] = detail
-    rl_jobs, expected, duplicates = [], [], []
+    builder, missing, rl_jobs, expected, duplicates = JobBuilder(spec), {}, [], [], []
     for domain in spec.domains:
         envs = domain_envs(domain, spec.tasks)
+        present, detail = data_status(envs[0], spec.dataset_dir, builder.protocol)
+        if not present:
+            missing[domain] = detail
         for env_name in envs:
             launched, same_as = builder.distinct_configs(env_name)
             bc_env = envs[0] if spec.bc_per_domain else env_name
             bc_runs = {label: builder.bc_run(label, config, bc_env) for label, config in launched
                        if spec.bc_steps and METHODS[label].agent_class().PRETRAINED_FLOW_MODULES}
-            for seeds in split_seeds(spec.seeds, spec.seeds_per_job):
-                expected += [(label, env_name, seed) for seed in seeds for label in spec.methods]
-                duplicates += [(label, env_name, seed, same_as[label]) for seed in seeds for label in spec.methods
-                               if label in same_as]
-                rl_jobs += [builder.method_job(label, config, env_name, seeds, bc_runs.get(label), present[domain])
+            expected += [(label, env_name, seed) for seed in spec.seeds for label in spec.methods]
+            duplicates += [(label, env_name, seed, same_as[label]) for seed in spec.seeds for label in same_as]
+            for start in range(0, len(spec.seeds), spec.seeds_per_job):  # the seeds of one main.py process
+                seeds = spec.seeds[start:start + spec.seeds_per_job]
+                rl_jobs += [builder.method_job(label, config, env_name, seeds, bc_runs.get(label))
                             for label, config in launched]
     return Sweep(list(builder.bc_jobs.values()), rl_jobs, expected, duplicates, missing, spec)
 
@@ -336,41 +316,35 @@ def summary(sweep: Sweep) -> str:
     return '\n'.join(lines)
 
 
-COSTS_KEYS = ('device', 'command', 'ms_per_update', 'seed_group_speedup', 'eval_ms_per_episode')
+COSTS_SCHEMA = {  # the costs file; agents are `METHODS[...].slug`s, sizes `protocols.domains.size_name`s
+    'device': str,  # where the figures were measured
+    'command': str,  # how (provenance)
+    'ms_per_update': dict,  # {agent: {size: ms}}: one float32 offline update of one seed
+    'seed_group_speedup': dict,  # {size: {"N": x}}: wall time of N single-seed processes over one N-seed process's
+    'eval_ms_per_episode': dict,  # {size: ms}: one evaluation episode
+}
 # Where the file has no evaluation or seed-group figure for a network size: the size costed in its place.
 MEASURED_INSTEAD = {'large': 'paper'}
 UNCOSTED = 'environment steps beyond evaluation are not in the costs file and not counted'
 
 
-def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-
 def check_costs(costs: dict):
-    """Raises ValueError, in one line naming the bad key, unless `costs` follows the schema exactly:
-
-        device               where the figures were measured
-        command              how (provenance)
-        ms_per_update        {agent: {size: ms}}: one float32 offline update of one seed
-        seed_group_speedup   {size: {"N": x}}: wall time of N single-seed processes over one N-seed process's
-        eval_ms_per_episode  {size: ms}: one evaluation episode
-
-    Agents are `protocols.methods.METHODS[...].slug`s, sizes `protocols.domains.size_name`s."""
+    """Raises ValueError, in one line naming the bad key, unless `costs` follows COSTS_SCHEMA exactly."""
     if not isinstance(costs, dict):
         raise ValueError('the costs are not a JSON object')
-    wrong = sorted(set(costs) ^ set(COSTS_KEYS))
+    wrong = sorted(set(costs) ^ set(COSTS_SCHEMA))
     if wrong:
-        raise ValueError(f'costs key {wrong[0]!r} is {"missing" if wrong[0] in COSTS_KEYS else "unknown"}')
-    for key in COSTS_KEYS:
-        if not isinstance(costs[key], str if key in ('device', 'command') else dict):
-            raise ValueError(f'costs[{key!r}] is not a {"string" if key in ("device", "command") else "JSON object"}')
+        raise ValueError(f'costs key {wrong[0]!r} is {"missing" if wrong[0] in COSTS_SCHEMA else "unknown"}')
+    for key, kind in COSTS_SCHEMA.items():
+        if not isinstance(costs[key], kind):
+            raise ValueError(f'costs[{key!r}] is not a {"string" if kind is str else "JSON object"}')
     tables = {f'ms_per_update[{agent!r}]': sizes for agent, sizes in costs['ms_per_update'].items()}
     tables.update({f'seed_group_speedup[{size!r}]': row for size, row in costs['seed_group_speedup'].items()})
     tables['eval_ms_per_episode'] = costs['eval_ms_per_episode']
     for where, table in tables.items():
         if not isinstance(table, dict):
             raise ValueError(f'{where} is not a JSON object')
-        bad = [key for key, value in table.items() if not _positive(value) or (
+        bad = [key for key, value in table.items() if type(value) not in (int, float) or value <= 0 or (
             where.startswith('seed_group') and not (key.isdigit() and (key != '1' or value == 1.0)))]
         if bad:
             raise ValueError(f'{where}[{bad[0]!r}] is not a positive number (a group of N seeds: "N", "1" is 1.0)')
@@ -385,13 +359,11 @@ def load_costs(path: str) -> dict:
 
 def _figure(table: dict, size: str, what: str, notes: collections.Counter):
     """table[size], else the figure of the size measured instead (noted), else None."""
-    if size in table:
-        return table[size]
     instead = MEASURED_INSTEAD.get(size)
-    if instead in table:
+    if size not in table and instead in table:
         notes[f'{what} at size {size} costed as at size {instead}'] += 1
         return table[instead]
-    return None
+    return table.get(size)
 
 
 def seed_group_speedup(costs: dict, size: str, seeds: int, notes: collections.Counter) -> float:
@@ -404,8 +376,8 @@ def seed_group_speedup(costs: dict, size: str, seeds: int, notes: collections.Co
     return float(row.get(str(group), 1.0))
 
 
-def job_ms(job: Job, costs: dict, seeds_per_process: int, notes: collections.Counter) -> Tuple[float, float]:
-    """(updates, evaluation) in ms of the job's seeds run `seeds_per_process` to a main.py process."""
+def job_ms(job: Job, costs: dict, seeds_per_process: int, notes: collections.Counter) -> np.ndarray:
+    """[updates, evaluation] in ms of the job's seeds run `seeds_per_process` to a main.py process."""
     table, method = costs['ms_per_update'], METHODS[job.method]
     agent = method.slug if method.slug in table else method.agent_name  # e.g. qam-e measured as its module, qam
     if agent != method.slug and agent in table:
@@ -417,33 +389,24 @@ def job_ms(job: Job, costs: dict, seeds_per_process: int, notes: collections.Cou
     if episode_ms is None and job.evaluations:
         notes[f'no eval_ms_per_episode at size {job.size}: its evaluation counts as 0'] += 1
     scale = len(job.seeds) / seed_group_speedup(costs, job.size, seeds_per_process, notes)
-    return (scale * job.updates * (update_ms or 0.0),
-            scale * job.evaluations * job.eval_episodes * (episode_ms or 0.0))
+    return scale * np.array([job.updates * (update_ms or 0.0),
+                             job.evaluations * job.eval_episodes * (episode_ms or 0.0)])
 
 
-@dataclasses.dataclass
-class Estimate:
-    """Device-hours of a sweep on the costs file's device, each job alone on it."""
-
-    seeds_per_job: int
-    jobs: int  # main.py processes
-    hours: Dict[str, List[float]]  # stage ('bc', 'rl') -> [updates, evaluation]
-    notes: Dict[str, int]  # what the file lacked and how it was costed -> jobs concerned
-
-    @property
-    def total(self) -> float:
-        return sum(map(sum, self.hours.values()))
+# Device-hours of a sweep on the costs file's device, each job alone on it. jobs: main.py processes; hours: stage
+# ('bc', 'rl') -> [updates, evaluation]; notes: what the file lacked and how it was costed -> jobs concerned.
+Estimate = collections.namedtuple('Estimate', 'seeds_per_job jobs hours notes total')
 
 
 def estimate(sweep: Sweep, costs: dict, one_seed_per_process: bool = False) -> Estimate:
     """The sweep's jobs as they are, or with every seed in its own main.py process."""
-    hours, notes, processes = {'bc': [0.0, 0.0], 'rl': [0.0, 0.0]}, collections.Counter(), 0
+    hours, notes, processes = {'bc': np.zeros(2), 'rl': np.zeros(2)}, collections.Counter(), 0
     for job in sweep.bc_jobs + sweep.rl_jobs:
         per_process = 1 if one_seed_per_process else len(job.seeds)
         processes += len(job.seeds) // per_process
-        for index, ms in enumerate(job_ms(job, costs, per_process, notes)):
-            hours[job.stage][index] += ms / 3.6e6
-    return Estimate(1 if one_seed_per_process else sweep.spec.seeds_per_job, processes, hours, dict(notes))
+        hours[job.stage] += job_ms(job, costs, per_process, notes) / 3.6e6
+    seeds_per_job = 1 if one_seed_per_process else sweep.spec.seeds_per_job
+    return Estimate(seeds_per_job, processes, hours, dict(notes), sum(map(sum, hours.values())))
 
 
 def estimate_report(sweep: Sweep, costs_path: str) -> str:
@@ -458,7 +421,7 @@ def estimate_report(sweep: Sweep, costs_path: str) -> str:
     lines = [f'Estimated cost from {costs_path}: measured on {costs["device"]}; the hours are that device\'s, with '
              'each job alone on it (not your device\'s):']
     for result in results:
-        updates, evaluation = (sum(parts[index] for parts in result.hours.values()) for index in (0, 1))
+        updates, evaluation = sum(result.hours.values())
         lines.append(f'  seeds_per_job={result.seeds_per_job}: {result.jobs} jobs, {result.total:,.0f} device-hours '
                      f'({result.total / 24:,.1f} device-days): BC {sum(result.hours["bc"]):,.0f} + methods '
                      f'{sum(result.hours["rl"]):,.0f}; updates {updates:,.0f}, evaluation {evaluation:,.0f}')
@@ -468,14 +431,8 @@ def estimate_report(sweep: Sweep, costs_path: str) -> str:
 
 def job_complete(job: Job) -> bool:
     """Whether every seed's eval.csv has the final evaluation (main.py evaluates at the last step)."""
-    for run_dir in job.run_dirs:
-        path = os.path.join(_abs(run_dir), layout.EVAL_CSV)
-        if not os.path.exists(path):
-            return False
-        with open(path, newline='') as f:
-            if not any(int(float(row['step'])) == job.total_steps for row in csv.DictReader(f)):
-                return False
-    return True
+    paths = [os.path.join(_abs(run_dir), layout.EVAL_CSV) for run_dir in job.run_dirs]
+    return all(os.path.exists(path) and any(row['step'] == job.total_steps for row in read_csv(path)) for path in paths)
 
 
 def succeeded(status: str) -> bool:
@@ -488,7 +445,7 @@ def run_job(job: Job, log_dir: str, skip_complete: bool = True) -> str:
     if skip_complete and job_complete(job):
         return 'complete'
     log_path, start = os.path.join(log_dir, f'{job.name}.log'), time.time()
-    command = [sys.executable, *job.command[1:]] if job.command[0] == 'python' else job.command
+    command = [sys.executable, *job.command[1:]]  # the commands' `python` is this interpreter
     with open(_abs(log_path), 'a') as log_file:
         log_file.write(f'$ {job.shell()}\n')
         log_file.flush()
@@ -506,15 +463,11 @@ def run_local(bc_jobs: List[Job], rl_jobs: List[Job], max_workers: int, log_dir:
     when its BC job is not part of this launch). Returns {job name: status (`run_job`'s, or 'skipped: ...')}."""
     os.makedirs(_abs(log_dir), exist_ok=True)
     run = functools.partial(run_job, log_dir=log_dir, skip_complete=skip_complete)
-    bc_names = {job.name for job in bc_jobs}
-    waiting = collections.defaultdict(list)  # BC job name -> the method jobs that start after it
-    for job in rl_jobs:
-        if job.depends_on in bc_names:
-            waiting[job.depends_on].append(job)
+    # BC job name -> the method jobs that start after it.
+    waiting = {bc.name: [job for job in rl_jobs if job.depends_on == bc.name] for bc in bc_jobs}
     status, total = {}, len(bc_jobs) + len(rl_jobs)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max_workers) as executor:
-        first = bc_jobs + [job for job in rl_jobs if job.depends_on not in bc_names]
-        pending = {executor.submit(run, job): job for job in first}
+        pending = {executor.submit(run, job): job for job in bc_jobs + rl_jobs if job.depends_on not in waiting}
         while pending:
             done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
@@ -574,6 +527,9 @@ exit "$STATUS"
 """
 STAGE_DOCS = {'bc': 'Stage 1: BC pre-training of the flow.',
               'rl': 'Stage 2: every method (from its BC run when the protocol has one).'}
+# write_slurm's options, the defaults of the --slurm_* flags.
+SLURM_OPTIONS = dict(time='48:00:00', cpus=4, mem='32G', gpus=1, partition=None, extra=[], setup=[], max_parallel=0,
+                     array_limit=1000, signal_seconds=300)
 
 
 def submit_script(bc_scripts: List[str], rl_scripts: List[str]) -> str:
@@ -591,63 +547,51 @@ def submit_script(bc_scripts: List[str], rl_scripts: List[str]) -> str:
     return '\n'.join(['#!/bin/bash'] + lines) + '\n'
 
 
-def _write(path: str, text: str):
-    with open(path, 'w') as f:
-        f.write(text)
-
-
-def write_slurm(bc_jobs: List[Job], rl_jobs: List[Job], slurm_dir: str, time_limit='48:00:00', cpus=4, mem='32G',
-                gpus=1, partition=None, extra=(), setup=(), max_parallel=0, array_limit=1000, signal_seconds=300,
-                job_name='trqam') -> str:
+def write_slurm(bc_jobs: List[Job], rl_jobs: List[Job], slurm_dir: str, **options) -> str:
     """Writes the job-array scripts of both stages (one array task per job, all its seeds in one main.py
-    process) and submit.sh; returns the path of submit.sh."""
-    slurm_dir = _abs(slurm_dir)
-    log_dir = os.path.join(slurm_dir, 'logs')
-    os.makedirs(log_dir, exist_ok=True)
-    extra = [*extra, *([f'--partition={partition}'] if partition else []), *([f'--gres=gpu:{gpus}'] if gpus else [])]
-    fields = dict(throttle=f'%{max_parallel}' if max_parallel else '', log_dir=shlex.quote(log_dir), time=time_limit,
-                  cpus=cpus, mem=mem, signal_seconds=signal_seconds, extra='\n'.join(f'#SBATCH {e}' for e in extra),
-                  repo_root=shlex.quote(REPO_ROOT), setup='\n'.join(setup), exit_preempted=EXIT_PREEMPTED)
+    process) and submit.sh, with `SLURM_OPTIONS` changed by `options`; returns the path of submit.sh."""
+    slurm_dir, options = pathlib.Path(_abs(slurm_dir)), {**SLURM_OPTIONS, **options}
+    (slurm_dir / 'logs').mkdir(parents=True, exist_ok=True)
+    extra = [*options['extra'], *([f'--partition={options["partition"]}'] if options['partition'] else []),
+             *([f'--gres=gpu:{options["gpus"]}'] if options['gpus'] else [])]
+    fields = dict(options, throttle=f'%{options["max_parallel"]}' if options['max_parallel'] else '',
+                  log_dir=shlex.quote(str(slurm_dir / 'logs')), extra='\n'.join(f'#SBATCH {e}' for e in extra),
+                  repo_root=shlex.quote(REPO_ROOT), setup='\n'.join(options['setup']), exit_preempted=EXIT_PREEMPTED)
     scripts = {'bc': [], 'rl': []}
     for stage, jobs in (('bc', bc_jobs), ('rl', rl_jobs)):
-        for part, start in enumerate(range(0, len(jobs), array_limit)):
-            chunk, path = jobs[start:start + array_limit], os.path.join(slurm_dir, f'{stage}_{part:03d}')
-            _write(path + '.txt', ''.join(job.shell() + '\n' for job in chunk))
-            _write(path + '.sbatch', SBATCH_TEMPLATE.format(
-                job_name=f'{job_name}-{stage}', last_index=len(chunk) - 1, stage_doc=STAGE_DOCS[stage],
-                commands_file=shlex.quote(path + '.txt'), **fields))
-            scripts[stage].append(path + '.sbatch')
-    submit = os.path.join(slurm_dir, 'submit.sh')
-    _write(submit, submit_script(scripts['bc'], scripts['rl']))
-    os.chmod(submit, os.stat(submit).st_mode | stat.S_IXUSR)
-    return submit
+        for part, start in enumerate(range(0, len(jobs), options['array_limit'])):
+            chunk, path = jobs[start:start + options['array_limit']], slurm_dir / f'{stage}_{part:03d}'
+            path.with_suffix('.txt').write_text(''.join(job.shell() + '\n' for job in chunk))
+            path.with_suffix('.sbatch').write_text(SBATCH_TEMPLATE.format(
+                job_name=f'trqam-{stage}', last_index=len(chunk) - 1, stage_doc=STAGE_DOCS[stage],
+                commands_file=shlex.quote(str(path.with_suffix('.txt'))), **fields))
+            scripts[stage].append(str(path.with_suffix('.sbatch')))
+    submit = slurm_dir / 'submit.sh'
+    submit.write_text(submit_script(scripts['bc'], scripts['rl']))
+    submit.chmod(submit.stat().st_mode | stat.S_IXUSR)
+    return str(submit)
 
 
-def generate_dataset(domain: str, dataset_dir: str, num_episodes: Optional[int], log=print) -> str:
-    """experiments/generate_dataset.py for `domain`'s standard dataset, as a subprocess."""
-    command = [sys.executable, 'experiments/generate_dataset.py',
-               f'--env_name={domains_lib.table_domain(domain).dataset_name}', f'--dataset_dir={dataset_dir}',
-               '--noprogress', '--noreport', *([f'--num_episodes={num_episodes}'] if num_episodes else [])]
-    log(f'[data] {shlex.join(command[1:])}')
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f'Generating {domain} failed:\n{result.stderr[-3000:]}')
-    return domain
-
-
-def generate_missing_data(sweep: Sweep, log=print) -> List[str]:
+def generate_missing_data(sweep: Sweep):
     """Generates the missing datasets that can be generated locally (`--generate_episodes` episodes each,
-    `--max_workers` at a time); returns their domains."""
+    `--max_workers` at a time) by experiments/generate_dataset.py."""
     spec, protocol = sweep.spec, domains_lib.get_protocol(sweep.spec.protocol)
-    todo = [domain for domain, settings in ((d, domains_lib.table_domain(d)) for d in sweep.missing_data)
-            if settings.suite == 'ogbench' and settings.generatable and not (protocol.trqam_data and settings.large)]
-    generate = functools.partial(generate_dataset, dataset_dir=spec.dataset_dir, num_episodes=spec.generate_episodes,
-                                 log=log)
+    rows = [domains_lib.table_domain(domain) for domain in sweep.missing_data]
+    commands = [[sys.executable, 'experiments/generate_dataset.py', f'--env_name={row.dataset_name}',
+                 f'--dataset_dir={spec.dataset_dir}', '--noprogress', '--noreport',
+                 *([f'--num_episodes={spec.generate_episodes}'] if spec.generate_episodes else [])]
+                for row in rows if row.suite == 'ogbench' and row.generatable
+                and not (protocol.trqam_data and row.large)]
+    for command in commands:
+        print(f'[data] {shlex.join(command[1:])}')
+    run = functools.partial(subprocess.run, cwd=REPO_ROOT, capture_output=True, text=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, spec.max_workers)) as executor:
-        return list(executor.map(generate, todo))
+        for command, result in zip(commands, executor.map(run, commands)):
+            if result.returncode != 0:
+                raise RuntimeError(f'{shlex.join(command[1:])} failed:\n{result.stderr[-3000:]}')
 
 
-def print_tables(spec: SweepSpec, expected, log=print):
+def print_tables(spec: SweepSpec, expected):
     """The aggregation of the sweep's runs (offline end and online end), as at the end of the cpu preset."""
     from experiments import aggregate
 
@@ -655,57 +599,55 @@ def print_tables(spec: SweepSpec, expected, log=print):
     out_dir = os.path.join(_abs(spec.save_dir), 'aggregate')
     for step in ('offline_end', 'online_end'):
         table = aggregate.success_table(runs, step=step, expected=expected)
-        log(aggregate.to_markdown(table))
+        print(aggregate.to_markdown(table))
         aggregate.write_tables(table, out_dir, suffix=step)
     aggregate.plot_curves(runs, out_dir)
-    log(f'Tables and curves in {out_dir}.')
+    print(f'Tables and curves in {out_dir}.')
 
 
 def _define_flags():
-    from absl import flags
-
+    string, integer, boolean, enum, comma_list, multi_string = (
+        flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool, flags.DEFINE_enum, flags.DEFINE_list,
+        flags.DEFINE_multi_string)
     protocol_seeds = ', '.join(f'{count} under {name}' for name, count in PAPER_SEEDS.items())
-    flags.DEFINE_enum('preset', 'paper', list(PRESETS), 'What to run (experiments/presets.py): paper, the papers\' '
-                      'tables; cpu, the whole pipeline on a 2-core laptop; robomimic, the stability experiment.')
-    flags.DEFINE_enum('protocol', 'trqam', list(domains_lib.PROTOCOLS), 'main.py\'s --protocol of every job.')
-    flags.DEFINE_list('methods', None, f'Methods (default: the preset\'s, else {", ".join(paper_methods())}).')
-    flags.DEFINE_list('domains', None, f'Domains (default: the preset\'s): {", ".join(domains_lib.DOMAINS)}, '
-                      f'{", ".join(domains_lib.ROBOMIMIC_DOMAINS)}.')
-    flags.DEFINE_list('tasks', None, 'OGBench tasks 1..5 (default: the preset\'s).')
-    flags.DEFINE_list('seeds', None, f'Seeds (default: the preset\'s, else the protocol\'s: {protocol_seeds}).')
-    flags.DEFINE_integer('seeds_per_job', 1, 'Seeds trained together in one main.py process (--seeds=a,b,...).')
-    flags.DEFINE_integer('bc_steps', None, 'BC pre-training steps (default: the preset\'s, else the protocol\'s).')
-    flags.DEFINE_integer('offline_steps', None, 'Offline steps (default: the preset\'s).')
-    flags.DEFINE_integer('online_steps', None, 'Online steps (default: the preset\'s).')
-    flags.DEFINE_bool('bc_per_domain', False, 'One BC run per domain and seed (task 1\'s) instead of per task: BC '
-                      'uses no rewards, so it is the same training for every task of a domain.')
-    flags.DEFINE_string('dataset_dir', None, 'Data folder (default: the preset\'s).')
-    flags.DEFINE_string('save_dir', None, 'Parent of the run directories (default: the preset\'s, with _qam / _none '
-                        'appended under those protocols).')
-    flags.DEFINE_multi_string('main_flag', [], 'Extra main.py flag of every job, e.g. '
-                              '--main_flag=--wandb_mode=offline.')
-    flags.DEFINE_multi_string('agent_override', [], 'KEY=VALUE for every job whose agent config has KEY.')
-    flags.DEFINE_enum('launcher', 'local', ['local', 'slurm'], 'How to run the jobs.')
-    flags.DEFINE_bool('dry_run', False, 'Print the commands, their count and the estimated device-hours; run nothing.')
-    flags.DEFINE_string('costs', DEFAULT_COSTS, 'Measured costs for the --dry_run estimate (check_costs).')
-    flags.DEFINE_bool('print_commands', True, 'With --dry_run, print every command.')
-    flags.DEFINE_integer('max_workers', None, 'Local launcher: parallel main.py processes (default: the preset\'s).')
-    flags.DEFINE_bool('skip_complete', True, 'Local launcher: skip jobs whose every seed has its final evaluation.')
-    flags.DEFINE_bool('generate_data', None, 'Generate missing manipulation datasets first (default: cpu preset only).')
-    flags.DEFINE_integer('generate_episodes', None, 'Episodes per generated dataset (default: the preset\'s).')
-    flags.DEFINE_bool('tables', None, 'Print the aggregated tables at the end (default: cpu preset only).')
-    flags.DEFINE_string('slurm_dir', None, 'Where the sbatch scripts go (default: {save_dir}/slurm).')
-    flags.DEFINE_string('slurm_time', '48:00:00', 'Time limit per task.')
-    flags.DEFINE_integer('slurm_cpus', 4, 'CPUs per task.')
-    flags.DEFINE_string('slurm_mem', '32G', 'Memory per task.')
-    flags.DEFINE_integer('slurm_gpus', 1, 'GPUs per task (0: none).')
-    flags.DEFINE_string('slurm_partition', None, 'Partition.')
-    flags.DEFINE_multi_string('slurm_extra', [], 'Extra #SBATCH option, e.g. --slurm_extra=--account=abc.')
-    flags.DEFINE_multi_string('slurm_setup', [], 'Shell line run before each task, e.g. "source .venv/bin/activate".')
-    flags.DEFINE_integer('slurm_max_parallel', 0, 'Array throttle (%N); 0: none.')
-    flags.DEFINE_integer('slurm_array_limit', 1000, 'Tasks per array (Slurm\'s MaxArraySize is 1001 by default).')
-    flags.DEFINE_integer('slurm_signal_seconds', 300, 'USR1 this many seconds before the time limit (requeue).')
-    flags.DEFINE_bool('slurm_submit', False, 'Run submit.sh after writing the scripts.')
+    enum('preset', 'paper', list(PRESETS), 'What to run: paper, cpu (laptop-sized), robomimic (see presets.py).')
+    enum('protocol', 'trqam', list(domains_lib.PROTOCOLS), 'main.py\'s --protocol of every job.')
+    comma_list('methods', None, f'Methods (default: the preset\'s, else {", ".join(paper_methods())}).')
+    comma_list('domains', None, 'Domains (default: the preset\'s): '
+               f'{", ".join([*domains_lib.DOMAINS, *domains_lib.ROBOMIMIC_DOMAINS])}.')
+    comma_list('tasks', None, 'OGBench tasks 1..5 (default: the preset\'s).')
+    comma_list('seeds', None, f'Seeds (default: the preset\'s, else the protocol\'s: {protocol_seeds}).')
+    integer('seeds_per_job', 1, 'Seeds trained together in one main.py process (--seeds=a,b,...).')
+    integer('bc_steps', None, 'BC pre-training steps (default: the preset\'s, else the protocol\'s).')
+    integer('offline_steps', None, 'Offline steps (default: the preset\'s).')
+    integer('online_steps', None, 'Online steps (default: the preset\'s).')
+    boolean('bc_per_domain', False, 'One BC run per domain and seed (task 1\'s; BC uses no rewards).')
+    string('dataset_dir', None, 'Data folder (default: the preset\'s).')
+    string('save_dir', None, 'Parent of the run directories (default: the preset\'s, + _PROTOCOL but for trqam).')
+    multi_string('main_flag', [], 'main.py flag of every job, e.g. --main_flag=--wandb_mode=offline.')
+    multi_string('agent_override', [], 'KEY=VALUE for every job whose agent config has KEY.')
+    enum('launcher', 'local', ['local', 'slurm'], 'How to run the jobs.')
+    boolean('dry_run', False, 'Print the commands, their count and the estimated device-hours; run nothing.')
+    string('costs', DEFAULT_COSTS, 'Measured costs for the --dry_run estimate (check_costs).')
+    boolean('print_commands', True, 'With --dry_run, print every command.')
+    integer('max_workers', None, 'Local launcher: parallel main.py processes (default: the preset\'s).')
+    boolean('skip_complete', True, 'Local launcher: skip jobs whose every seed has its final evaluation.')
+    boolean('generate_data', None, 'Generate missing manipulation datasets first (default: cpu preset only).')
+    integer('generate_episodes', None, 'Episodes per generated dataset (default: the preset\'s).')
+    boolean('tables', None, 'Print the aggregated tables at the end (default: cpu preset only).')
+    string('slurm_dir', None, 'Where the sbatch scripts go (default: {save_dir}/slurm).')
+    slurm = SLURM_OPTIONS  # write_slurm's defaults
+    string('slurm_time', slurm['time'], 'Time limit per task.')
+    integer('slurm_cpus', slurm['cpus'], 'CPUs per task.')
+    string('slurm_mem', slurm['mem'], 'Memory per task.')
+    integer('slurm_gpus', slurm['gpus'], 'GPUs per task (0: none).')
+    string('slurm_partition', slurm['partition'], 'Partition.')
+    multi_string('slurm_extra', slurm['extra'], 'Extra #SBATCH option, e.g. --slurm_extra=--account=abc.')
+    multi_string('slurm_setup', slurm['setup'], 'Shell line run before each task, e.g. "source .venv/bin/activate".')
+    integer('slurm_max_parallel', slurm['max_parallel'], 'Array throttle (%N); 0: none.')
+    integer('slurm_array_limit', slurm['array_limit'], 'Tasks per array (< Slurm\'s MaxArraySize, 1001 by default).')
+    integer('slurm_signal_seconds', slurm['signal_seconds'], 'USR1 this many seconds before the time limit (requeue).')
+    boolean('slurm_submit', False, 'Run submit.sh after writing the scripts.')
 
 
 def _parse_override(text: str) -> Tuple[str, object]:
@@ -730,19 +672,6 @@ def spec_from_flags(FLAGS) -> SweepSpec:
         extra_agent_overrides=dict(map(_parse_override, FLAGS.agent_override)) or None)
 
 
-def print_dry_run(sweep: Sweep, costs_path: str, print_commands: bool):
-    if print_commands:
-        if sweep.bc_jobs:
-            print(f'# Stage 1: BC pre-training ({len(sweep.bc_jobs)} jobs)')
-            print('\n'.join(job.shell() for job in sweep.bc_jobs))
-            print(f'# Stage 2: every method from its BC run, after it ({len(sweep.rl_jobs)} jobs)')
-        else:
-            print(f'# Every method from scratch ({len(sweep.rl_jobs)} jobs)')
-        print('\n'.join(job.shell() for job in sweep.rl_jobs))
-    print(summary(sweep))
-    print(estimate_report(sweep, costs_path))
-
-
 def launch(sweep: Sweep, FLAGS):
     """The launchable jobs on SLURM (scripts, and submitted with --slurm_submit) or as local processes."""
     spec, (bc_jobs, rl_jobs) = sweep.spec, sweep.launchable()
@@ -750,9 +679,7 @@ def launch(sweep: Sweep, FLAGS):
         print('Nothing to launch.')
     elif FLAGS.launcher == 'slurm':
         submit = write_slurm(bc_jobs, rl_jobs, FLAGS.slurm_dir or os.path.join(spec.save_dir, 'slurm'),
-                             FLAGS.slurm_time, FLAGS.slurm_cpus, FLAGS.slurm_mem, FLAGS.slurm_gpus,
-                             FLAGS.slurm_partition, FLAGS.slurm_extra, FLAGS.slurm_setup, FLAGS.slurm_max_parallel,
-                             FLAGS.slurm_array_limit, FLAGS.slurm_signal_seconds)
+                             **{key: FLAGS[f'slurm_{key}'].value for key in SLURM_OPTIONS})
         print(f'Wrote the sbatch scripts; submit with: bash {submit}')
         if FLAGS.slurm_submit:
             subprocess.run(['bash', submit], check=True)
@@ -770,8 +697,6 @@ def launch(sweep: Sweep, FLAGS):
 
 
 def main(_):
-    from absl import flags
-
     FLAGS = flags.FLAGS
     try:
         spec = spec_from_flags(FLAGS)
@@ -780,7 +705,16 @@ def main(_):
         sys.exit(f'experiments/sweep.py: {error}')
     generate = (spec.preset == 'cpu' if FLAGS.generate_data is None else FLAGS.generate_data) and sweep.missing_data
     if FLAGS.dry_run:
-        print_dry_run(sweep, FLAGS.costs, FLAGS.print_commands)
+        if FLAGS.print_commands:
+            if sweep.bc_jobs:
+                print(f'# Stage 1: BC pre-training ({len(sweep.bc_jobs)} jobs)')
+                print('\n'.join(job.shell() for job in sweep.bc_jobs))
+                print(f'# Stage 2: every method from its BC run, after it ({len(sweep.rl_jobs)} jobs)')
+            else:
+                print(f'# Every method from scratch ({len(sweep.rl_jobs)} jobs)')
+            print('\n'.join(job.shell() for job in sweep.rl_jobs))
+        print(summary(sweep))
+        print(estimate_report(sweep, FLAGS.costs))
         if generate:
             print('Without --dry_run, the missing manipulation datasets are generated first.')
         return
@@ -792,7 +726,5 @@ def main(_):
 
 
 if __name__ == '__main__':
-    from absl import app
-
     _define_flags()
     app.run(main)
