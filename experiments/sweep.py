@@ -54,7 +54,7 @@ from protocols.methods import BC, METHODS, bc_config_for, paper_methods, resolve
 from runner import layout  # noqa: E402
 from runner.flags import default_flag_values  # noqa: E402
 from runner.logs import read_csv  # noqa: E402
-from runner.schedule import is_due  # noqa: E402
+from runner.schedule import Schedule  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_COSTS = 'experiments/reference_results/update_costs_cpu.json'
@@ -137,13 +137,6 @@ def resolve_agent(method, env_name: str, protocol: str, dataset_dir: Optional[st
         config.update(agent_overrides)
     _, agent, _ = resolve_protocol(method, values, config, explicit={f'agent.{key}' for key in agent_overrides})
     return agent.to_dict()
-
-
-def number_of_evaluations(offline_steps: int, online_steps: int, eval_interval: int) -> int:
-    """Evaluations of one run (runner/schedule.py's rule: every eval_interval and at the end of each phase)."""
-    total = offline_steps + online_steps
-    count = total // eval_interval if eval_interval > 0 else 0
-    return count + sum(1 for step in {offline_steps, total} if step > 0 and not is_due(step, eval_interval))
 
 
 def data_status(env_name: str, dataset_dir: str, protocol) -> Tuple[bool, str]:
@@ -238,7 +231,7 @@ class JobBuilder:
         return Job(stage, label, env_name, seeds, tuple(os.path.join(self.spec.save_dir, run_name(s)) for s in seeds),
                    command, offline_steps + online_steps, run_name(seeds_label(seeds)), depends_on, size,
                    updates=offline_steps + online_steps * main_flags['utd_ratio'],
-                   evaluations=number_of_evaluations(offline_steps, online_steps, main_flags['eval_interval']),
+                   evaluations=Schedule(offline_steps, online_steps, 0, main_flags['eval_interval'], 0).num_evaluations,
                    eval_episodes=main_flags['eval_episodes'])
 
     def bc_job(self, run: BCRun, seeds: Tuple[int, ...]) -> Job:

@@ -113,7 +113,8 @@ class Method:
         run_method = METHODS.get(of_method) if of_method is not None else _method_or_none(config)
         if run_method is not None:
             own, target = run_method.default_config().to_dict(), self.default_config().to_dict()
-            identity = {key: value for key, value in target.items() if key not in own or not same_setting(own[key], value)}
+            identity = {key: value for key, value in target.items()
+                        if key not in own or not same_setting(own[key], value)}
         identity.update(self.overrides(env_name, protocol or 'trqam'))
         return all(same_setting(config.get(key), value) for key, value in identity.items() if key not in SHARED_KEYS)
 

@@ -63,8 +63,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     boolean('debug', False, 'Show the traceback of errors that otherwise get a one-screen message '
             '(also TRQAM_DEBUG=1).')
 
-    config_flags.DEFINE_config_file('agent', 'agents/trqam.py', 'Agent config file; override keys with --agent.key=value.',
-                                    flag_values=flag_values)
+    config_flags.DEFINE_config_file('agent', 'agents/trqam.py', 'Agent config file; override keys with '
+                                    '--agent.key=value.', flag_values=flag_values)
     return flag_values
 
 

@@ -43,6 +43,13 @@ class Schedule:
         """At every eval_interval, at the end of the offline phase and at the end of the run."""
         return is_due(step, self.eval_interval) or step in (self.offline_steps, self.total_steps)
 
+    @property
+    def num_evaluations(self) -> int:
+        """How many steps of the run `evaluates`."""
+        every = self.total_steps // self.eval_interval if self.eval_interval > 0 else 0
+        phase_ends = {self.offline_steps, self.total_steps} - {0}
+        return every + sum(not is_due(step, self.eval_interval) for step in phase_ends)
+
     def saves(self, step: int) -> bool:
         """At every save_interval and at the end of each phase."""
         return is_due(step, self.save_interval) or step in (self.offline_steps, self.total_steps)

@@ -2,6 +2,7 @@
 sampling, and a run interrupted in the middle of an online episode that resumes to exactly the
 uninterrupted run, with rotating shards."""
 
+import itertools
 import os
 
 import jax
@@ -29,6 +30,13 @@ def tiny_trqam():
 def flag_values(save_dir, **changes):
     return {**main.default_flag_values(), 'env_name': TINY_ENV, 'save_dir': str(save_dir), 'run_name': 'run',
             'protocol': 'none', 'online_steps': 0, 'eval_episodes': 1, 'steps_per_call': 10, **changes}
+
+
+def test_schedule_counts_the_steps_it_evaluates():
+    for offline, online, interval in itertools.product((0, 40, 100), (0, 60, 100), (0, 20, 30, 50)):
+        schedule = Schedule(offline, online, log_interval=1, eval_interval=interval, save_interval=0)
+        evaluated = [step for step in range(1, offline + online + 1) if schedule.evaluates(step)]
+        assert schedule.num_evaluations == len(evaluated), (offline, online, interval)
 
 
 def test_schedule_stops_exactly_at_every_event():
