@@ -13,7 +13,7 @@ This module wraps ``ogbench.make_env_and_datasets`` so that
   next_observations``).
 
 It also provides helpers for the sharded large datasets (directories of 1M-transition ``.npz`` shards):
-``list_dataset_shards`` and ``load_dataset_shard``.
+``list_dataset_shards`` and ``load_dataset_shard``; and ``task_success_report``, a dataset's per-task completion rates.
 
 Names: an OGBench single-task name such as ``cube-double-play-singletask-task2-v0`` consists of the environment
 *family* (``cube-double``), the dataset type (``play``), the task and the version; ``ParsedEnvName`` holds these parts.
@@ -621,3 +621,58 @@ def load_dataset_shard(
     train, _ = _load_from_path(parsed, shard_path, env)
     _validate_loaded(train, shard_path, env, parsed.dataset_name)
     return _postprocess(train, sparse, action_clip_eps)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Task completion of a dataset.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _load_info(env_name: str, dataset_dir: str, include_val: bool) -> dict:
+    """The INFO_KEYS arrays and terminals of a dataset's files (train, and val if present and include_val)."""
+    family, _, _, dataset_name = parse_dataset_name(env_name)
+    train_path, val_path = dataset_files(dataset_dir, dataset_name)
+    if not os.path.isfile(train_path):
+        raise missing_files_error(env_name, dataset_name, dataset_dir, [train_path], 'file missing')
+    datasets = []
+    for path in [train_path] + ([val_path] if include_val and os.path.isfile(val_path) else []):
+        validate_raw_file(path, family, dataset_name)
+        with convert_load_errors([path], dataset_name):
+            datasets.append(_ogbench().load_dataset(path, compact_dataset=False, add_info=True))
+    return {key: np.concatenate([dataset[key] for dataset in datasets])
+            for key in datasets[0] if key in INFO_KEYS or key == 'terminals'}
+
+
+def task_success_report(env_name: str, dataset_dir: str = DEFAULT_DATASET_DIR, include_val: bool = True) -> dict:
+    """Per-task completion of a dataset (generated or downloaded) under OGBench's single-task relabelling.
+
+    For each task k, the dataset (of a dataset or single-task name) is relabelled by
+    ``ogbench.relabel_utils.relabel_dataset`` for '{family}-singletask-task{k}-v0': episode_success_rate is the
+    fraction of episodes that achieve every subtask of task k (mask 0) at some step, transition_success_rate the
+    fraction of transitions whose observation achieves it. Returns {'task1': {'episode_success_rate',
+    'transition_success_rate', 'num_episodes', 'num_successful_episodes', 'num_transitions'}, ...}.
+    """
+    import gymnasium
+    from ogbench.relabel_utils import relabel_dataset
+
+    family, _, version, _ = parse_dataset_name(env_name)
+    data = _load_info(env_name, os.path.expanduser(os.fspath(dataset_dir)), include_val)
+    terminals = data.pop('terminals')
+    episode_ids = np.concatenate([[0], np.cumsum(terminals[:-1])]).astype(np.int64)
+    num_episodes = int(episode_ids[-1]) + 1
+    report = {}
+    for task in range(1, NUM_TASKS + 1):
+        env_id = f'{family}-singletask-task{task}-{version}'
+        env = gymnasium.make(env_id)
+        try:
+            relabelled = dict(data)
+            relabel_dataset(env_id, env, relabelled)
+        finally:
+            env.close()
+        success = relabelled['masks'] == 0.0
+        episode_success = np.bincount(episode_ids, weights=success, minlength=num_episodes) > 0
+        report[f'task{task}'] = dict(episode_success_rate=float(episode_success.mean()),
+                                     transition_success_rate=float(success.mean()), num_episodes=num_episodes,
+                                     num_successful_episodes=int(episode_success.sum()),
+                                     num_transitions=len(success))
+    return report

@@ -2,26 +2,23 @@
 
     python experiments/generate_dataset.py --env_name=cube-single-play-v0 --num_episodes=1000 --dataset_dir=DIR
 
-writes DIR/cube-single-play-v0.npz and DIR/cube-single-play-v0-val.npz (num_episodes // 10 episodes, at least 1,
-unless --num_val_episodes is given), which ``envs.ogbench_data.make_env_and_datasets`` reads.
+writes DIR/cube-single-play-v0.npz and DIR/cube-single-play-v0-val.npz, which ``envs.ogbench_data`` reads, then
+prints ``envs.ogbench_data.task_success_report`` of them (the per-task completion rates) unless --noreport.
 
 The collection is that of OGBench's data_gen_scripts/generate_manipspace.py with the flags of its commands.sh: the
-base environment with ``terminate_at_goal=False, mode='data_collection'`` (and ``visualize_info=False``, which only
-colours geoms for rendering); 'play' data from the plan oracles with smoothed action noise, 'noisy' data from the
-closed-loop Markov oracles with a per-episode noise level ``xi ~ U(0, noise)`` (std ``[xi, xi, xi, 3 xi, 10 xi]``)
-and random actions with probability ``p_random_action``; the cube / cube+button+drawer+window / button (gripper
-always closed) oracles for cube, scene and puzzle; a new target from ``env.unwrapped.set_new_target`` whenever the
-oracle is done, with the episode's stacking probability P_STACK; scene episodes in which the cube leaves the visible
-area collected again. Saved keys: observations, actions, terminals (True at each episode's last step), qpos and qvel
-(the state *before* each action) and button_states (scene, puzzle); train episodes first, then validation ones.
+base environment with ``terminate_at_goal=False, mode='data_collection'`` (``visualize_info=False`` only colours
+geoms); 'play' data from the plan oracles with smoothed action noise, 'noisy' data from the closed-loop Markov oracles
+with a per-episode noise level ``xi ~ U(0, noise)`` (std ``[xi, xi, xi, 3 xi, 10 xi]``) and random actions with
+probability ``p_random_action``; the cube / cube+button+drawer+window / button (gripper always closed) oracles for
+cube, scene and puzzle; a new target from ``env.unwrapped.set_new_target`` whenever the oracle is done, with the
+episode's stacking probability P_STACK; scene episodes in which the cube leaves the visible area collected again.
+Saved keys: observations, actions, terminals (True at each episode's last step), qpos and qvel (the state *before*
+each action) and button_states (scene, puzzle); train episodes first, then validation ones.
 
 Deliberate differences from OGBench's script: the seed is used (the global ``np.random`` the oracles draw from and
 the environment are seeded, so a seed gives identical files); random actions come from the seeded ``np.random``
 (uniform in [-1, 1]^5, the law of ``env.action_space.sample()``, whose Box ManipSpace re-creates unseeded on every
 access); files are written atomically; the default episode count is the official dataset's.
-
-``task_success_report`` (printed after generation unless --noreport) gives the per-task completion rates of any
-OGBench dataset, generated or downloaded, under OGBench's single-task relabelling.
 """
 
 import contextlib
@@ -31,13 +28,13 @@ import sys
 import time
 
 import numpy as np
+from absl import app, flags
 
 if __package__ in (None, ''):  # `python experiments/generate_dataset.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from envs.ogbench_data import (DEFAULT_DATASET_DIR, INFO_KEYS, MANIPULATION_DATASET_TYPES, NUM_TASKS,  # noqa: E402
-                               convert_load_errors, dataset_files, missing_files_error, parse_dataset_name,
-                               validate_raw_file)
+from envs.ogbench_data import (DEFAULT_DATASET_DIR, MANIPULATION_DATASET_TYPES, dataset_files,  # noqa: E402
+                               parse_dataset_name, task_success_report)
 
 GENERATABLE_FAMILIES = ('cube-single', 'cube-double', 'cube-triple', 'cube-quadruple', 'cube-octuple', 'scene',
                         'puzzle-3x3', 'puzzle-4x4', 'puzzle-4x5', 'puzzle-4x6')
@@ -50,7 +47,7 @@ P_STACK = {'cube-single': 0.0, 'cube-double': (0.0, 0.25), 'cube-triple': (0.05,
            'cube-quadruple': (0.1, 0.5), 'cube-octuple': (0.0, 0.35)}
 OTHER_P_STACK = 0.5
 DEFAULT_MAX_EPISODE_STEPS = 1001  # OGBench's: 1000 transitions per episode after the next-observation shift
-SAVE_DTYPES = {'terminals': bool, 'button_states': np.int64}  # the other keys are float32 (uint8 pixels stay)
+SAVE_DTYPES = {'terminals': bool, 'button_states': np.int64}  # the other keys (state observations too) are float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +108,6 @@ def make_oracles(env, collection):
     return {'button': button(gripper_always_closed=True, **kwargs)}  # puzzle (check_generatable knows no other)
 
 
-def sample_p_stack(family):
-    p_stack = P_STACK.get(family, OTHER_P_STACK)
-    return np.random.uniform(*p_stack) if isinstance(p_stack, tuple) else p_stack
-
-
 def scene_episode_is_healthy(qpos):
     """OGBench's scene check: the cube stays visible unless it is inside the drawer."""
     block_xyz = qpos[:, 14:17]
@@ -139,7 +131,8 @@ def select_action(agent, ob, info, collection, xi):
 def collect_episode(env, agents, collection, has_button_states):
     """One episode: a dict of per-step lists."""
     ob, info = env.reset()
-    p_stack = sample_p_stack(collection.family)
+    p_stack = P_STACK.get(collection.family, OTHER_P_STACK)
+    p_stack = np.random.uniform(*p_stack) if isinstance(p_stack, tuple) else p_stack
     xi = np.random.uniform(0, collection.noise) if collection.markov else 0.0
     agent = agents[info['privileged/target_task']]
     agent.reset(ob, info)
@@ -160,16 +153,6 @@ def collect_episode(env, agents, collection, has_button_states):
             episode[key].append(step[key])
         ob = next_ob
     return episode
-
-
-def as_arrays(episode):
-    """An episode's lists as the arrays saved (observations of pixels stay uint8)."""
-    def dtype(key, first):
-        if key == 'observations' and np.asarray(first).dtype == np.uint8:
-            return np.uint8
-        return SAVE_DTYPES.get(key, np.float32)
-
-    return {key: np.asarray(values, dtype=dtype(key, values[0])) for key, values in episode.items()}
 
 
 @contextlib.contextmanager
@@ -196,7 +179,8 @@ def collect_episodes(env, collection, num_episodes, seed, bar):
             if collection.family == 'scene' and not scene_episode_is_healthy(np.asarray(episode['qpos'])):
                 num_unhealthy += 1  # discarded and collected again, as OGBench does
                 continue
-            episodes.append(as_arrays(episode))
+            episodes.append({key: np.asarray(values, SAVE_DTYPES.get(key, np.float32))
+                             for key, values in episode.items()})
             steps += len(episode['terminals'])
             bar.update(1)
             bar.set_postfix(steps=steps, steps_per_s=f'{steps / (time.perf_counter() - start):.0f}')
@@ -230,11 +214,9 @@ def generate(env_name, num_episodes=None, dataset_dir=DEFAULT_DATASET_DIR, seed=
              p_random_action=None, dataset_type=None, progress=True, report=False, verbose=True):
     """Generates `{dataset_dir}/{dataset_name}.npz` and `-val.npz` (no val file with num_val_episodes=0).
 
-    env_name is a dataset name such as 'cube-single-play-v0' (or see `parse_dataset_name`); the defaults are
-    OGBench's: the official episode count, max(1, num_episodes // 10) validation episodes, 1001 steps per episode,
-    p_random_action 0 for play, 0.1 for noisy cube/scene and 0.2 for noisy puzzle. The same seed gives identical
-    arrays. report: also `task_success_report` of the written files. Returns a dict of the paths, episode and step
-    counts, seconds and transitions per second (and the report).
+    env_name is a dataset name such as 'cube-single-play-v0' (or see `parse_dataset_name`); the defaults (None:
+    the flags' help) are OGBench's; the same seed gives identical arrays. report: also `task_success_report` of the
+    written files. Returns a dict of the paths, episode and step counts, seconds and transitions per second.
     """
     family, dataset_type, version, dataset_name = parse_dataset_name(env_name, dataset_type)
     check_generatable(family, dataset_type)
@@ -283,64 +265,6 @@ def generation_summary(dataset_name, result):
     return '\n'.join(lines + [f'Wrote {result["train_path"]}{val}'])
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Task-completion statistics of a dataset.
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def load_info(env_name, dataset_dir, include_val):
-    """The INFO_KEYS arrays and terminals of a dataset's files (train, and val if present and include_val)."""
-    import ogbench
-
-    family, _, _, dataset_name = parse_dataset_name(env_name)
-    train_path, val_path = dataset_files(dataset_dir, dataset_name)
-    paths = [train_path] + ([val_path] if include_val and os.path.isfile(val_path) else [])
-    datasets = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise missing_files_error(env_name, dataset_name, dataset_dir, [path], 'file missing')
-        validate_raw_file(path, family, dataset_name)
-        with convert_load_errors([path], dataset_name):
-            datasets.append(ogbench.load_dataset(path, compact_dataset=False, add_info=True))
-    return {key: np.concatenate([dataset[key] for dataset in datasets])
-            for key in datasets[0] if key in INFO_KEYS or key == 'terminals'}
-
-
-def task_success_report(env_name, dataset_dir=DEFAULT_DATASET_DIR, include_val=True):
-    """Per-task completion of a dataset under OGBench's single-task relabelling.
-
-    For each task k of the family, the dataset (a dataset or single-task name) is relabelled by
-    ``ogbench.relabel_utils.relabel_dataset`` for '{family}-singletask-task{k}-v0': episode_success_rate is the
-    fraction of episodes that achieve every subtask of task k (mask 0) at some step, transition_success_rate the
-    fraction of transitions whose observation achieves it. Returns {'task1': {'episode_success_rate',
-    'transition_success_rate', 'num_episodes', 'num_successful_episodes', 'num_transitions'}, ...}.
-    """
-    import gymnasium
-    from ogbench.relabel_utils import relabel_dataset
-
-    family, _, version, _ = parse_dataset_name(env_name)
-    data = load_info(env_name, os.path.expanduser(os.fspath(dataset_dir)), include_val)
-    terminals = data.pop('terminals')
-    episode_ids = np.concatenate([[0], np.cumsum(terminals[:-1])]).astype(np.int64)
-    num_episodes = int(episode_ids[-1]) + 1
-    report = {}
-    for task in range(1, NUM_TASKS + 1):
-        env_id = f'{family}-singletask-task{task}-{version}'
-        env = gymnasium.make(env_id)
-        try:
-            relabelled = dict(data)
-            relabel_dataset(env_id, env, relabelled)
-        finally:
-            env.close()
-        success = relabelled['masks'] == 0.0
-        episode_success = np.bincount(episode_ids, weights=success.astype(np.float64), minlength=num_episodes) > 0
-        report[f'task{task}'] = dict(episode_success_rate=float(episode_success.mean()),
-                                     transition_success_rate=float(success.mean()), num_episodes=num_episodes,
-                                     num_successful_episodes=int(episode_success.sum()),
-                                     num_transitions=int(len(success)))
-    return report
-
-
 def format_report(dataset_name, report):
     lines = [f'Task completion in {dataset_name} (OGBench single-task relabelling, train + val):']
     for task, r in report.items():
@@ -351,8 +275,6 @@ def format_report(dataset_name, report):
 
 
 def _define_flags():
-    from absl import flags
-
     flags.DEFINE_string('env_name', 'cube-single-play-v0', 'Dataset name, e.g. cube-double-play-v0.')
     flags.DEFINE_integer('num_episodes', None, 'Training episodes (default: the official OGBench count).')
     flags.DEFINE_integer('num_val_episodes', None, 'Validation episodes (default: max(1, num_episodes // 10)).')
@@ -362,22 +284,18 @@ def _define_flags():
     flags.DEFINE_float('noise', 0.1, 'Action noise level (plan oracle noise scale / max Markov noise std).')
     flags.DEFINE_float('noise_smoothing', 0.5, 'Action noise smoothing for the plan oracles.')
     flags.DEFINE_float('min_norm', 0.4, 'Minimum action norm for the Markov oracles.')
-    flags.DEFINE_float('p_random_action', None, 'Random-action probability (default: 0 play, 0.1/0.2 noisy).')
+    flags.DEFINE_float('p_random_action', None, 'Random-action probability (default: 0 play; noisy: 0.1, puzzle 0.2).')
     flags.DEFINE_string('dataset_type', None, 'play or noisy (default: inferred from env_name).')
     flags.DEFINE_boolean('report', True, 'Print the per-task completion rates of the generated data.')
     flags.DEFINE_boolean('progress', True, 'Show a progress bar.')
 
 
 def main(_):
-    from absl import flags
-
     settings = ('num_episodes', 'dataset_dir', 'seed', 'num_val_episodes', 'max_episode_steps', 'noise',
                 'noise_smoothing', 'min_norm', 'p_random_action', 'dataset_type', 'progress', 'report')
     generate(flags.FLAGS.env_name, **{name: flags.FLAGS[name].value for name in settings})
 
 
 if __name__ == '__main__':
-    from absl import app
-
     _define_flags()
     app.run(main)

@@ -1,18 +1,14 @@
 """How close the K-step samplers of core/flow.py get to a known Gaussian, as a Markdown table.
 
 With the exact base velocity of the linear interpolant to N(mu, s^2 I) (docs/algorithms.md section 4),
-
-    v(x, t) = mu + (x - t mu) (t s^2 - (1 - t)) / ((1 - t)^2 + t^2 s^2),
-
-both the memoryless SDE (`memoryless_sde_rollout`, no control: fine = base) and the Euler ODE (`euler_ode_sample`,
-clip=False) should end at N(mu, s^2 I) as K grows. v is affine in x, so every step of both discretisations is an
-affine-Gaussian map and the exact law of the K-step sampler is Gaussian, with moments from a short recursion
-(`exact_sampler_moments`). The table gives, per K, the Monte-Carlo error of flow.py's samplers (max over dims of
-|mean - mu| and |std - s|) beside the exact K-step error: discretisation bias and sampling noise apart.
-
-The same recursion gives the exact fixed point of adjoint matching at finite K for a Gaussian base and a linear or
-quadratic reward (`discrete_fixed_point`); --fixed_point prints how that K-step target approaches the tilted
-Gaussian of continuous time. tests/test_flow.py uses both.
+v(x, t) = mu + (x - t mu) (t s^2 - (1 - t)) / ((1 - t)^2 + t^2 s^2), both the memoryless SDE
+(`memoryless_sde_rollout`, no control: fine = base) and the Euler ODE (`euler_ode_sample`, clip=False) should end at
+N(mu, s^2 I) as K grows. v is affine in x, so every step of both is an affine-Gaussian map and the exact law of the
+K-step sampler is Gaussian, with moments from a short recursion (`exact_sampler_moments`). Per K, the table gives the
+Monte-Carlo error of flow.py's samplers (max over dims of |mean - mu| and |std - s|) beside the exact K-step error:
+discretisation bias and sampling noise apart. The same recursion gives the exact fixed point of adjoint matching at
+finite K for a Gaussian base and a linear or quadratic reward (`discrete_fixed_point`, used by tests/test_flow.py);
+--fixed_point prints how that K-step target approaches the tilted Gaussian of continuous time.
 
     python experiments/sde_convergence.py --ks=5,10,20,50 --num_samples=100000
     python experiments/sde_convergence.py --fixed_point
@@ -22,6 +18,7 @@ import os
 import sys
 
 import numpy as np
+from absl import app, flags
 
 if __package__ in (None, ''):  # `python experiments/sde_convergence.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,11 +32,7 @@ FIXED_POINT_CASES = (('linear', dict(mu=-0.1, s=0.2, scale=4.0, w=1.0)),
 FIXED_POINT_KS = (5, 10, 20, 50, 200, 1000)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
 # Exact maths of the K-step schemes for a Gaussian base (numpy, float64, one scalar per dim).
-# ----------------------------------------------------------------------------------------------------------------------
-
-
 def base_slope(t, s):
     """D(t) = d v / d x of the exact base velocity (v is affine in x with slope D(t) I)."""
     return (t * s**2 - (1.0 - t)) / ((1.0 - t) ** 2 + t**2 * s**2)
@@ -153,11 +146,7 @@ def tilted_gaussian(mu, s, scale, w=None, q=None, m=None):
     return mean, var, kl
 
 
-# ----------------------------------------------------------------------------------------------------------------------
 # Monte Carlo through core/flow.py.
-# ----------------------------------------------------------------------------------------------------------------------
-
-
 def gaussian_base_velocity(mu, s):
     """The exact velocity of the linear interpolant to N(mu, s^2 I), as a flow.py velocity callable."""
     import jax.numpy as jnp
@@ -222,8 +211,6 @@ def fixed_point_table(ks=FIXED_POINT_KS):
 
 
 def _define_flags():
-    from absl import flags
-
     flags.DEFINE_list('ks', ['5', '10', '20', '50'], 'Flow steps K of the table\'s rows.')
     flags.DEFINE_integer('num_samples', 100_000, 'Monte-Carlo samples per row.')
     flags.DEFINE_list('mu', ['0.3', '-0.5'], 'Mean of the target Gaussian, one entry per dim.')
@@ -233,8 +220,6 @@ def _define_flags():
 
 
 def main(_):
-    from absl import flags
-
     FLAGS = flags.FLAGS
     mu, ks = [float(value) for value in FLAGS.mu], [int(k) for k in FLAGS.ks]
     print(f'Target N(mu={mu}, s={FLAGS.s}^2 I), {FLAGS.num_samples} samples, seed {FLAGS.seed}.\n')
@@ -245,7 +230,5 @@ def main(_):
 
 
 if __name__ == '__main__':
-    from absl import app
-
     _define_flags()
     app.run(main)

@@ -1,32 +1,23 @@
 """Stability of fixed-temperature adjoint matching against TRQAM's trust region, on one Robomimic task.
 
 The TRQAM paper's claim (docs/algorithms.md sections 4, 5 and 10): on Robomimic, QAM's adjoint-matching loss explodes
-at a fixed temperature, with a gradient clip or without, and its success collapses, while TRQAM, whose temperature
-lambda_eff is set by a path-KL budget, stays stable. This runs QAM at each --temperatures (inv_temp) with the clip
---clip_grad_norm and without it, and TRQAM at each --budgets (kl_budget) with the clip (--qam_methods=QAM,QAM-E adds
-QAM-E), each through main.py's protocol (`main.train`; --protocol=trqam: the shared BC pre-training stage, then the
-method offline and online) in its own run directory under --save_dir. It writes to --out_dir
+at a fixed temperature, clipped or not, and its success collapses, while TRQAM, whose temperature lambda_eff is set by
+a path-KL budget, stays stable. This runs QAM at each --temperatures with and without the gradient clip and TRQAM at
+each --budgets with it, each through main.py's protocol (`main.train`) in its own run directory under --save_dir, one
+after another in this process; a configuration whose seeds all diverge is reported and the next one runs. The same
+command again resumes the unfinished runs and does not restart a diverged seed; SIGTERM or Ctrl-C save and stop.
+It writes to --out_dir stability.json (per configuration, the curves against the steps averaged over the seeds that
+reached each step, and per seed: adj_loss, path KL, the gradient norm before the clip, TRQAM's lambda_eff, success;
+the step at which a seed diverged) and stability.png (loss, path KL and success against steps). TRQAM's adj_loss is
+its own loss L_TR, lambda_eff times QAM's at inv_temp = 1 / lambda_eff (section 4).
 
-    stability.json  per configuration, the mean over the seeds that reached each step and per seed: the
-                    adjoint-matching loss, the SDE rollout's path KL, the gradient norm before the clip and TRQAM's
-                    lambda_eff against the logged steps, success against the evaluation steps; the step at which a
-                    seed diverged (main.py stops a seed at a non-finite metric).
-    stability.png   loss and path KL (log scales, TRQAM's budgets dotted) and success against steps.
-
-TRQAM's adj_loss is its own loss, L_TR, which equals lambda_eff times QAM's at inv_temp = 1 / lambda_eff (section 4).
-
-The configurations run one after another in this process, sharing its imports and JAX's caches; a configuration
-whose seeds all diverge is reported and the next one runs. --seeds train together. The same command again resumes the
-unfinished runs, only re-reads the finished ones and does not restart a diverged seed; SIGTERM or Ctrl-C save a
-checkpoint and stop. The data is robomimic's v1.5 low-dim file, {dataset_dir}/{task}/{mh|ph}/low_dim_v15.hdf5 with
-envs.robomimic.DEFAULT_DATASET_DIR by default (a run without it prints the command that downloads it); it needs
-robosuite and h5py: pip install --no-deps -r requirements-robomimic.txt. From the repository root:
+The data is robomimic's v1.5 low-dim file, {dataset_dir}/{task}/{mh|ph}/low_dim_v15.hdf5 (a run without it prints
+the command that downloads it); it needs robosuite and h5py: pip install --no-deps -r requirements-robomimic.txt.
+From the repository root (main.py's defaults are the paper's step counts; the second command is a CPU-sized look):
 
     python experiments/stability.py --env_name=lift-mh-low_dim --save_dir=runs/stability --seeds=0,1,2
     python experiments/stability.py --tiny --bc_steps=100 --offline_steps=500 --online_steps=600 \\
         --start_training=100 --log_interval=50 --eval_interval=250 --eval_episodes=2 --steps_per_call=50
-
-(main.py's defaults are the paper's step counts; the second command is a CPU-sized look).
 """
 
 import dataclasses
@@ -39,7 +30,7 @@ from typing import Dict, List, Optional
 if __package__ in (None, ''):  # `python experiments/stability.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
@@ -114,16 +105,9 @@ def seeds(args) -> List[int]:
     return [int(seed) for seed in args.seeds]
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Running.
-# ----------------------------------------------------------------------------------------------------------------------
-
-
 def run_configurations(args, configs: List[Configuration], stop=None) -> List[tuple]:
     """Runs (or resumes) every configuration through main.train; returns (configuration, {seed: run directory})
-    pairs. A seed that diverged is not started again (with the same settings it diverges at the same step: a
-    resumed run repeats the uninterrupted one); a configuration whose seeds all diverge is reported and the
-    next one runs."""
+    pairs. A diverged seed is not started again: a resumed run repeats the uninterrupted one, divergence included."""
     network = network_settings(args)
     # The swept keys and network sizes are the experiment's, whatever the protocol's per-domain table says.
     explicit = {f'agent.{key}' for key in network} | {f'agent.{key}' for c in configs for key in c.settings}
@@ -133,7 +117,7 @@ def run_configurations(args, configs: List[Configuration], stop=None) -> List[tu
         run_name = config.run_name(args.env_name)
         run_dirs = {seed: os.path.join(args.save_dir, run_name.replace('{seed}', str(seed))) for seed in seeds(args)}
         results.append((config, run_dirs))
-        to_run = [seed for seed, run_dir in run_dirs.items() if diverged_step(run_dir) is None]
+        to_run = [seed for seed, run_dir in run_dirs.items() if layout.divergence(run_dir) is None]
         print(f'\n=== {config.label} ===', flush=True)
         if not to_run:
             print('Every seed diverged in an earlier run; its logs are kept.', flush=True)
@@ -157,66 +141,43 @@ def network_settings(args) -> Dict[str, object]:
     return network
 
 
-def diverged_step(run_dir: str) -> Optional[int]:
-    """The step at which main.py stopped this seed for a non-finite metric (None if it did not)."""
-    record = layout.divergence(run_dir)
-    return None if record is None else record['step']
+def read_rows(path: str, columns: Dict[str, str]) -> pd.DataFrame:
+    """The step and `columns` (renamed; NaN where empty) of the rows of a run's CSV that hold the first column: not
+    the online episode rows nor rows of other metrics."""
+    frame = pd.DataFrame(read_csv(path) if os.path.exists(path) else []).reindex(columns=['step', *columns])
+    frame = frame[frame[next(iter(columns))].notna()].astype(float).astype({'step': int})
+    return frame.rename(columns=columns)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Collecting and reporting.
-# ----------------------------------------------------------------------------------------------------------------------
+def seed_rows(run_dir: str, names) -> tuple:
+    """One seed's rows: the training metrics `names` at the logged steps, success at the evaluation steps."""
+    return (read_rows(layout.path(run_dir, layout.TRAIN_CSV), {TRAINING_KEYS[name]: name for name in names}),
+            read_rows(layout.path(run_dir, layout.EVAL_CSV), {layout.SUCCESS_KEY: 'success'}))
 
 
-def read_columns(path: str, keys) -> Dict[str, list]:
-    """{'steps': [...], key: [...]} of the rows of a run's CSV that hold the first key (None where a cell is empty)."""
-    present = lambda value: value is not None and not (isinstance(value, float) and math.isnan(value))  # noqa: E731
-    columns = {'steps': [], **{key: [] for key in keys}}
-    rows = read_csv(path) if os.path.exists(path) else []
-    for row in rows:
-        if present(row.get(keys[0])):  # not the online episode rows and rows of other metrics
-            columns['steps'].append(int(row['step']))
-            for key in keys:
-                columns[key].append(row[key] if present(row.get(key)) else None)
-    return columns
-
-
-def seed_curves(run_dir: str, names) -> dict:
-    """One seed's curves: the training metrics `names` against the logged steps, success against the evaluation
-    steps."""
-    training = read_columns(layout.path(run_dir, layout.TRAIN_CSV), [TRAINING_KEYS[name] for name in names])
-    evaluation = read_columns(layout.path(run_dir, layout.EVAL_CSV), [layout.SUCCESS_KEY])
-    return {'steps': training['steps'], **{name: training[TRAINING_KEYS[name]] for name in names},
-            'eval_steps': evaluation['steps'], 'success': evaluation[layout.SUCCESS_KEY]}
-
-
-def mean_over_seeds(per_seed: Dict[int, dict], steps_key: str, names) -> dict:
-    """The curves averaged over the seeds that logged each step (a diverged seed stops logging)."""
-    values = {name: {} for name in names}
-    for curves in per_seed.values():
-        for index, step in enumerate(curves[steps_key]):
-            for name in names:
-                if curves[name][index] is not None:
-                    values[name].setdefault(step, []).append(curves[name][index])
-    steps = sorted({step for by_step in values.values() for step in by_step})
-    return {steps_key: steps, **{name: [float(np.mean(values[name][step])) if step in values[name] else None
-                                        for step in steps] for name in names}}
+def as_curves(training: pd.DataFrame, evaluation: pd.DataFrame) -> dict:
+    """The JSON curves: training metrics against 'steps', success against 'eval_steps' (None where empty)."""
+    as_list = lambda values: [None if math.isnan(value) else value for value in values.tolist()]  # noqa: E731
+    return {'steps': training['step'].tolist(), **{name: as_list(training[name]) for name in training.columns[1:]},
+            'eval_steps': evaluation['step'].tolist(), 'success': as_list(evaluation['success'])}
 
 
 def summarise(config: Configuration, run_dirs: Dict[int, str]) -> dict:
-    """The JSON entry of one configuration (lambda is TRQAM's alone)."""
+    """The JSON entry of one configuration: the means over the seeds that logged each step (a diverged seed stops
+    logging), and each seed's curves (lambda is TRQAM's alone)."""
     names = [name for name in TRAINING_KEYS if name != 'lambda' or config.method == 'TRQAM']
-    per_seed = {seed: seed_curves(run_dir, names) for seed, run_dir in run_dirs.items()}
-    curves = {**mean_over_seeds(per_seed, 'steps', names), **mean_over_seeds(per_seed, 'eval_steps', ['success'])}
-    diverged = {seed: diverged_step(run_dir) for seed, run_dir in run_dirs.items()}
+    per_seed = {seed: seed_rows(run_dir, names) for seed, run_dir in run_dirs.items()}
+    means = [pd.concat(frames).groupby('step', as_index=False).mean() for frames in zip(*per_seed.values())]
+    curves = as_curves(*means)
+    diverged = {seed: layout.divergence(run_dir) for seed, run_dir in run_dirs.items()}  # main.py's record, or None
     adj_loss, success = ([value for value in curves[name] if value is not None] for name in ('adj_loss', 'success'))
     summary = {'adj_loss_first': adj_loss[0] if adj_loss else None, 'adj_loss_max': max(adj_loss, default=None),
                'adj_loss_last': adj_loss[-1] if adj_loss else None, 'success_max': max(success, default=None),
                'success_last': success[-1] if success else None}
     return {'label': config.label, 'method': config.method, **config.settings,
             'run_dirs': {str(seed): run_dir for seed, run_dir in run_dirs.items()},
-            'diverged_at': {str(seed): step for seed, step in diverged.items() if step is not None},
-            **curves, 'summary': summary, 'per_seed': {str(seed): curves for seed, curves in per_seed.items()}}
+            'diverged_at': {str(seed): record['step'] for seed, record in diverged.items() if record is not None},
+            **curves, 'summary': summary, 'per_seed': {str(seed): as_curves(*rows) for seed, rows in per_seed.items()}}
 
 
 PANELS = (('steps', 'adj_loss', 'adjoint-matching loss', 'log'), ('steps', 'path_kl', 'path KL per chunk step', 'log'),
@@ -290,14 +251,8 @@ def print_summary(report: dict):
                                                  for value, (_, spec) in zip(values, columns)) + f'  {diverged}')
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Command line.
-# ----------------------------------------------------------------------------------------------------------------------
-
-
 def define_flags(flag_values: flags.FlagValues) -> flags.FlagValues:
-    """The experiment's flags; settings left unset are main.py's defaults (the paper's step counts) or the
-    protocol's."""
+    """The experiment's flags; settings left unset are main.py's defaults or the protocol's."""
     string, integer, real, boolean, enum, comma_list = (
         functools.partial(define, flag_values=flag_values) for define in
         (flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float, flags.DEFINE_bool, flags.DEFINE_enum,
@@ -308,20 +263,17 @@ def define_flags(flag_values: flags.FlagValues) -> flags.FlagValues:
     string('dataset_path', None, 'The dataset file (overrides --dataset_dir).')
     string('save_dir', 'runs/stability', 'Parent folder of the run directories.')
     string('out_dir', None, f'Where {REPORT_JSON} and {REPORT_PNG} go (default: --save_dir).')
-    enum('protocol', 'trqam', ['trqam', 'qam', 'none'], "main.py's --protocol (trqam: the BC pre-training stage, "
-         'then each configuration).')
+    enum('protocol', 'trqam', ['trqam', 'qam', 'none'], "main.py's --protocol (trqam: BC pre-training first).")
     comma_list('temperatures', ['0.3', '1', '3'], 'QAM inv_temp values.')
     comma_list('budgets', ['1'], 'TRQAM kl_budget values.')
-    real('clip_grad_norm', 1.0, "The gradient-norm clip of the clipped runs (the agents' default); QAM also runs "
-         'with 0.')
+    real('clip_grad_norm', 1.0, 'Gradient-norm clip of the clipped runs; QAM also runs with 0.')
     comma_list('qam_methods', ['QAM'], f'Fixed-temperature methods of {", ".join(FIXED_TEMPERATURE_METHODS)}.')
     comma_list('seeds', ['0'], 'Seeds, trained together in each configuration.')
     integer('bc_steps', None, "BC pre-training steps (default: the protocol's).")
     for name in STEP_FLAGS:
         integer(name, defaults[name], f"main.py's --{name}.")
     boolean('tiny', False, f"Tiny networks for a CPU check: NETWORK_SIZES['tiny'], {TINY_FLOW_STEPS} flow steps.")
-    comma_list('hidden_dims', None, "Actor and critic hidden sizes, e.g. 256,256 (default: the protocol's, else "
-               "the agent config's).")
+    comma_list('hidden_dims', None, "Actor and critic hidden sizes, e.g. 256,256 (default: the protocol's).")
     integer('num_qs', None, 'Critic ensemble size.')
     integer('batch_size', None, 'Batch size.')
     integer('flow_steps', None, 'Flow steps K of the samplers and the SDE rollout.')
@@ -337,8 +289,7 @@ define_flags(FLAGS)
 
 
 def parse_flags(argv) -> Optional[int]:
-    """Parses argv (the program first) into FLAGS; the exit status where it cannot run: 0 after --help, 2 for
-    a bad command line."""
+    """Parses argv into FLAGS; the exit status where it cannot run: 0 after --help, 2 for a bad command line."""
     if any(arg in ('-h', '--help', '--helpfull') for arg in argv[1:]):
         print(f'{__doc__}\n{FLAGS.get_help()}')
         return 0

@@ -1,27 +1,24 @@
 """Trust region vs fixed temperature under critic error, on a one-step bandit small enough for a CPU.
 
-The stability argument of the TRQAM paper (docs/algorithms.md section 4, Lemma 1) on a toy where everything is known:
-the base policy is the 1-D mixture 0.5 N(-0.5, 0.15^2) + 0.5 N(0.5, 0.15^2) with its exact flow velocity, the true
-reward Q*(a) = a, and the learned critic Q~ = Q* + eps * exp(-a^2 / (2 * 0.2^2)) has a misleading bump of height eps
-(the critic error) between the modes, where the base has little mass, wide enough that the rollouts feel its gradient.
-Fine-tuning sees Q~ only, through the memoryless-SDE core of core/flow.py: QAM at fixed inverse temperatures c
-(sigma_k = g_k, terminal adjoint -c grad Q~) and TRQAM at path-KL budgets (sigma_k = g_k / sqrt(lambda_eff), terminal
-adjoint -grad Q~, agents.trqam.projected_dual_step after every gradient step). The fine-tuned flow is
-v_theta = v_base + MLP(x, t) with a zero last layer, so it starts at the base.
+The stability argument of the TRQAM paper (docs/algorithms.md section 4, Lemma 1) on a toy where everything is known
+(DESCRIPTION, also in results.json): a 1-D two-mode base with its exact flow velocity, the true reward Q*(a) = a and a
+learned critic Q~ with a misleading bump of height eps (the critic error) between the modes. QAM at fixed inverse
+temperatures c and TRQAM at path-KL budgets (agents.trqam.projected_dual_step after every gradient step) fine-tune
+v_theta = v_base + MLP(x, t), which starts at the base, on Q~ through the memoryless-SDE core of core/flow.py.
 
-results.json holds, against training steps and against eps: the path KL from the base (D_hat on fresh rollouts, and
-on the training batches, which the dual step controls), E[Q*] and E[Q~] of the SDE's terminal actions
-(`true_reward_ode`: the Euler sampler the agents act with), the mass on the bump, and the TV and W1 distances to the
-critic-free run (the same method and setting trained on Q*, same seed); beside them the exact continuous-time optima
+results.json holds, against training steps and eps: the path KL from the base (on fresh rollouts and on the training
+batches, which the dual step controls), E[Q*] and E[Q~], the mass on the bump, the TV and W1 distances to the
+critic-free run (same method, setting and seed, trained on Q*); beside them the exact continuous-time optima
 (quadrature of pi_base exp(beta Q~(clip a)); for TRQAM beta solves KL = eps_KL), Lemma 1's bound
-TV <= (exp(2 beta eps) - 1) / 2 for QAM, and, for TRQAM, Pinsker's through the base, 2 sqrt(eps_KL / 2), whatever eps.
-With K = 10 the discretised chain is not the continuous one (compare `base.bump_mass` with the continuous base's), and
-the samplers need not reach the exact optimum in the steps given (compare `final` with `exact`).
+TV <= (exp(2 beta eps) - 1) / 2 for QAM and Pinsker's through the base, 2 sqrt(eps_KL / 2), for TRQAM. With K = 10
+the discretised chain is not the continuous one and the samplers need not reach the exact optimum in the steps given
+(compare `base.bump_mass` with the continuous base's, `final` with `exact`).
 
     python experiments/trust_region_toy.py --out_dir=runs/trust_region_toy
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -35,6 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from agents.trqam import get_config as get_trqam_config  # noqa: E402
 from agents.trqam import projected_dual_step  # noqa: E402
@@ -181,10 +179,7 @@ def make_toy(setup, dual_config, steps):
     return Toy(setup['flow_steps'], setup['batch_size'], dual_config, tx)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
 # Exact continuous-time optima by quadrature (numpy): pi_beta proportional to pi_base exp(beta Q~(clip a)).
-# ----------------------------------------------------------------------------------------------------------------------
-
 _GRID = np.linspace(-2.0, 2.0, 40001)
 _DX = _GRID[1] - _GRID[0]
 
@@ -216,30 +211,20 @@ def _trust_region_temperature(budget, critic_error):
     lo, hi = np.log(1e-3), np.log(1e3)
     for _ in range(100):
         mid = 0.5 * (lo + hi)
-        if _kl_to_base(_tilted(np.exp(-mid), critic_error)) > budget:
-            lo = mid
-        else:
-            hi = mid
+        lo, hi = (mid, hi) if _kl_to_base(_tilted(np.exp(-mid), critic_error)) > budget else (lo, mid)
     return float(np.exp(0.5 * (lo + hi)))
 
 
 def exact_reference(method, value, critic_error):
     """The SOC optimum in continuous time for one setting, and its distance to the critic-free one."""
-    if method == 'qam':
-        beta, beta_free = value, value
-    else:
-        beta, beta_free = (1.0 / _trust_region_temperature(value, error) for error in (critic_error, 0.0))
+    beta, beta_free = ((value, value) if method == 'qam' else
+                       [1.0 / _trust_region_temperature(value, error) for error in (critic_error, 0.0)])
     density, free = _tilted(beta, critic_error), _tilted(beta_free, 0.0)
     out = dict(lambda_eff=1.0 / beta, path_kl=_kl_to_base(density), true_reward=_mean_true_reward(density),
                tv_to_critic_free=float(0.5 * np.sum(np.abs(density - free)) * _DX))
     if method == 'qam':
         out['lemma1_tv_bound'] = float((np.exp(2 * beta * critic_error) - 1) / 2)
     return out
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The experiment.
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 def wasserstein_1(samples, reference_samples):
@@ -262,11 +247,9 @@ def run_settings(setup):
     """(method, inv_temp or budget, critic error) of every run, and the batch of their settings."""
     settings = [('qam', c) for c in setup['inv_temps']] + [('trqam', b) for b in setup['budgets']]
     runs = [(method, value, eps) for method, value in settings for eps in setup['critic_errors']]
-    batch = dict(trust_region=jnp.asarray([method == 'trqam' for method, _, _ in runs], jnp.float32),
-                 inv_temp=jnp.asarray([value if method == 'qam' else 1.0 for method, value, _ in runs], jnp.float32),
-                 budget=jnp.asarray([value if method == 'trqam' else 1.0 for method, value, _ in runs], jnp.float32),
-                 critic_error=jnp.asarray([eps for _, _, eps in runs], jnp.float32))
-    return runs, batch
+    columns = np.array([(method == 'trqam', value if method == 'qam' else 1.0, value if method == 'trqam' else 1.0,
+                         eps) for method, value, eps in runs], np.float32).T
+    return runs, dict(zip(('trust_region', 'inv_temp', 'budget', 'critic_error'), jnp.asarray(columns)))
 
 
 def train_and_evaluate(compiled, state, batch, setup, boundaries, num_final, eval_key, log):
@@ -352,11 +335,6 @@ def run_experiment(steps, seed, setup, log=print):
                 histogram_edges=HIST_EDGES.tolist(), base=base, train_seconds=train_seconds, runs=results)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Reporting.
-# ----------------------------------------------------------------------------------------------------------------------
-
-
 def _label(run):
     return f'QAM c={run["inv_temp"]:g}' if run['method'] == 'qam' else f'TRQAM eps_KL={run["budget"]:g}'
 
@@ -416,12 +394,10 @@ def plot(results, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    lines = {}  # the runs of each method and setting, in order
-    for run in results['runs']:
-        lines.setdefault((run['method'], run['inv_temp'], run['budget']), []).append(run)
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
-    for line in lines.values():
-        plot_setting(axes, line, results)
+    # The runs of each method and setting, consecutive in run_settings' order.
+    for _, line in itertools.groupby(results['runs'], lambda run: (run['method'], run['inv_temp'], run['budget'])):
+        plot_setting(axes, list(line), results)
     axes[0, 2].step(results['histogram_edges'][:-1], results['base']['action_histogram'], where='post', color='k',
                     lw=2, label='base')
     axes[0, 2].axvspan(BUMP_CENTER - BUMP_HALF_WINDOW, BUMP_CENTER + BUMP_HALF_WINDOW, color='gold', alpha=0.3,
@@ -472,8 +448,6 @@ def run(out_dir, steps=None, seed=0, quick=False, log=print) -> dict:
 
 
 def _define_flags():
-    from absl import flags
-
     flags.DEFINE_string('out_dir', 'runs/trust_region_toy', 'Where the JSON and the PNG are written.')
     flags.DEFINE_integer('steps', None, f'Gradient steps per run (default {FULL_STEPS}, {QUICK_STEPS} with --quick).')
     flags.DEFINE_integer('seed', 0, 'Seed (shared by all runs, so that eps = 0 is a coupled reference).')
@@ -481,13 +455,9 @@ def _define_flags():
 
 
 def main(_):
-    from absl import flags
-
     run(flags.FLAGS.out_dir, flags.FLAGS.steps, flags.FLAGS.seed, flags.FLAGS.quick)
 
 
 if __name__ == '__main__':
-    from absl import app
-
     _define_flags()
     app.run(main)
