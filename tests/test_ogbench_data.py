@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from experiments.generate_dataset import generate, task_success_report
+from experiments.generate_dataset import generate
 from envs import ogbench_data as od
 from envs.datasets import TRANSITION_KEYS
 from tests.conftest import assert_one_screen
@@ -110,21 +110,21 @@ def test_generate_rejects_non_generatable(name, cause, tmp_path):
 
 
 def test_task_success_report(gen_dir):
-    report = task_success_report(DATASET_NAME, str(gen_dir))
+    report = od.task_success_report(DATASET_NAME, str(gen_dir))
     assert sorted(report) == [f'task{k}' for k in range(1, 6)]
     for r in report.values():
         assert 0.0 <= r['episode_success_rate'] <= 1.0 and 0.0 <= r['transition_success_rate'] <= 1.0
         assert r['num_episodes'] == NUM_TRAIN + NUM_VAL
         assert r['num_transitions'] == (NUM_TRAIN + NUM_VAL) * (EP_STEPS - 1)
     # A single-task name reports on the same dataset; include_val=False uses the train file only.
-    assert task_success_report(ENV_NAME, str(gen_dir)) == report
-    train_only = task_success_report(DATASET_NAME, str(gen_dir), include_val=False)
+    assert od.task_success_report(ENV_NAME, str(gen_dir)) == report
+    train_only = od.task_success_report(DATASET_NAME, str(gen_dir), include_val=False)
     assert all(r['num_episodes'] == NUM_TRAIN for r in train_only.values())
 
 
 def test_task_success_report_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
-        task_success_report(DATASET_NAME, str(tmp_path))
+        od.task_success_report(DATASET_NAME, str(tmp_path))
     assert_one_screen(str(e.value), f'{DATASET_NAME}.npz')
 
 
