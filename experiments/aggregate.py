@@ -51,6 +51,8 @@ REFERENCE_OF_PROTOCOL = {'qam': ('qam_paper',), 'trqam': ('trqam_paper',), 'none
 DUAL_KEYS = ('training/dual/lambda', 'training/dual/path_kl', 'training/dual/kl_ema', 'training/dual/kl_budget')
 UNRECORDED = 'unrecorded'
 KEY = ['method', 'env', 'seed']
+LATEX_ESCAPES = str.maketrans({'\\': r'\textbackslash{}', '&': r'\&', '%': r'\%', '_': r'\_', '#': r'\#',
+                               '±': r'$\pm$'})  # for captions: pandas escapes the cells
 RUN_COLUMNS = ['run_dir', 'method', 'alias_of', 'env', 'domain', 'seed', 'protocol', 'offline_steps', 'online_steps',
                'step', 'success']
 
@@ -62,17 +64,10 @@ def method_label(agent_config: dict, bc_only: bool = False) -> str:
         return str(agent_config.get('agent_name', '')).upper()
 
 
-def aliases(method: str, config: dict, env_name: str, protocol: Optional[str]) -> List[str]:
-    """Other paper methods whose configuration on the run's domain under its protocol this run's is."""
-    if method == BC.label or domain_name(env_name) not in DOMAINS:
-        return []
-    return [label for label in paper_methods()
-            if label != method and METHODS[label].is_configured_as(config, env_name, protocol, method)]
-
-
 def load_run(run_dir: str, protocol: Optional[str] = None) -> Optional[pd.DataFrame]:
-    """One row per evaluation of the run (one NaN row if none), repeated under each of its `aliases`; None for a
-    folder that is not a main.py run of `protocol` (any when None) or whose env_name is not one task (said)."""
+    """One row per evaluation of the run (one NaN row if none), repeated under each paper method whose configuration
+    it also is (`alias_of`: its own); None for a folder not a main.py run of `protocol` (any if None) or of one
+    task (said on stderr)."""
     with open(os.path.join(run_dir, layout.FLAGS_FILE)) as f:
         run = json.load(f)
     config, env_name, run_protocol = run.get('agent'), run.get('env_name'), run.get('protocol')
@@ -94,13 +89,14 @@ def load_run(run_dir: str, protocol: Optional[str] = None) -> Optional[pd.DataFr
         alias_of='', env=env_name, domain=domain_name(env_name), seed=int(run.get('seed', 0)), protocol=run_protocol,
         offline_steps=int(run.get('offline_steps') or 0),
         online_steps=0 if bc_only else int(run.get('online_steps') or 0))
-    others = aliases(method, config, env_name, run_protocol)
+    others = [] if method == BC.label or domain_name(env_name) not in DOMAINS else [  # same config, other labels
+        label for label in paper_methods()
+        if label != method and METHODS[label].is_configured_as(config, env_name, run_protocol, method)]
     return pd.concat([frame] + [frame.assign(method=label, alias_of=method) for label in others], ignore_index=True)
 
 
 def load_runs(runs_dir: str, protocol: Optional[str] = None) -> pd.DataFrame:
-    """`load_run` of every run directory under `runs_dir` (recursively), as one tidy frame; a run's rows under
-    another method's label (`aliases`) name its own method in `alias_of`."""
+    """`load_run` of every run directory under `runs_dir` (recursively), as one tidy frame."""
     paths = sorted(glob.glob(os.path.join(runs_dir, '**', layout.FLAGS_FILE), recursive=True))
     frames = [frame for path in paths if (frame := load_run(os.path.dirname(path), protocol)) is not None]
     return pd.concat(frames, ignore_index=True)[RUN_COLUMNS] if frames else pd.DataFrame(columns=RUN_COLUMNS)
@@ -142,9 +138,8 @@ def _choose_runs(runs: pd.DataFrame, step):
     ends = {'offline_end': runs.offline_steps, 'online_end': runs.offline_steps + runs.online_steps}
     target = ends[step] if step in ends else int(step)
     per_run = runs.assign(target=target, score=runs.success.where(runs.step == target)).groupby(
-        ['run_dir', 'method'], sort=False).agg(
-        env=('env', 'first'), seed=('seed', 'first'), alias_of=('alias_of', 'first'), protocol=('protocol', 'first'),
-        target=('target', 'first'), last=('step', 'max'), score=('score', 'max')).reset_index()
+        ['run_dir', 'method', 'env', 'domain', 'seed', 'alias_of', 'target'], sort=False).agg(
+        last=('step', 'max'), score=('score', 'max')).reset_index()
     per_run = per_run.assign(own=per_run.alias_of == '', has_score=per_run.score.notna()).sort_values(
         ['own', 'has_score', 'last'], ascending=False, na_position='last', kind='stable')
     notes = [f'{method} {env} seed {seed}: {len(group)} run directories; using {group.run_dir.iloc[0]} (the most '
@@ -191,39 +186,24 @@ def _protocol_counts(protocols: Dict[str, int]) -> str:
                      for name, count in protocols.items())
 
 
-def _method_summary(scores: pd.DataFrame, envs: List[str]):
-    """(rows of per_domain, {domain or 'all': complete seeds x tasks matrix}) of one method's scores."""
-    by_seed = scores.pivot(index='seed', columns='env', values='success')
-    domains = _ordered({domain_name(env) for env in scores.env}, DOMAINS)
-    groups = {domain: [env for env in envs if domain_name(env) == domain] for domain in domains}
-    groups['all'] = sum(groups.values(), [])
-    complete = {name: by_seed.reindex(columns=group).dropna() for name, group in groups.items()}
-    task_means = scores.groupby('env').success.mean()
-    rows = [(domain, task_means.reindex(groups[domain]).mean(), complete[domain].mean(axis=1).std(),
-             len(complete[domain])) for domain in domains]
-    per_seed_all = pd.DataFrame({domain: complete[domain].mean(axis=1) for domain in domains}).dropna().mean(axis=1)
-    rows.append(('all', np.mean([row[1] for row in rows]), per_seed_all.std(), len(per_seed_all)))
-    return rows, {name: matrix.to_numpy() for name, matrix in complete.items() if len(matrix)}
-
-
-def _notes(runs: pd.DataFrame, protocols: Dict[str, int]) -> List[str]:
-    """The protocol warning and which runs count under another method's label."""
-    notes = [f'This table mixes runs of different protocols ({_protocol_counts(protocols)}): their numbers are not '
-             'comparable (pass --protocol to keep one).'] if len(protocols) > 1 else []
-    aliased = runs[runs.alias_of != ''][['method', 'alias_of', 'domain']].drop_duplicates()
-    return notes + [f'{method} on {domain}: the {alias_of} runs, which have its configuration there '
-                    '(protocols/domains.py).' for method, alias_of, domain in sorted(aliased.itertuples(index=False))]
-
-
 def _summaries(scores: pd.DataFrame, envs: List[str], domains: List[str], reps: int, seed: int):
-    """(per_domain, iqm, notes) of the scores of every method."""
+    """(per_domain, iqm, notes) of the scores of every method. Per domain and "all", the std and the IQM are over
+    the seeds that have every task (of the domain; of every domain the method has runs of)."""
     domain_rows, matrices, notes = [], {}, []
     for method, method_scores in scores.groupby('method', sort=False):
-        rows, method_matrices = _method_summary(method_scores, envs)
-        domain_rows += [(method, *row) for row in rows]
-        matrices.update({(method, domain): matrix for domain, matrix in method_matrices.items()})
-        if len(rows) - 1 < len(domains):
-            notes.append(f'{method}: "all" averages {len(rows) - 1} of {len(domains)} domains.')
+        by_seed = method_scores.pivot(index='seed', columns='env', values='success')
+        groups = {domain: [env for env in envs if domain_name(env) == domain]
+                  for domain in domains if domain in set(method_scores.domain)}
+        complete = {name: by_seed.reindex(columns=group).dropna()
+                    for name, group in {**groups, 'all': sum(groups.values(), [])}.items()}
+        task_means = method_scores.groupby('env').success.mean()
+        rows = [(method, domain, task_means.reindex(group).mean(), complete[domain].mean(axis=1).std(),
+                 len(complete[domain])) for domain, group in groups.items()]
+        per_seed = pd.DataFrame({domain: complete[domain].mean(axis=1) for domain in groups}).dropna().mean(axis=1)
+        domain_rows += rows + [(method, 'all', np.mean([row[2] for row in rows]), per_seed.std(), len(per_seed))]
+        matrices.update({(method, name): frame.to_numpy() for name, frame in complete.items() if len(frame)})
+        if len(groups) < len(domains):
+            notes.append(f'{method}: "all" averages {len(groups)} of {len(domains)} domains.')
     estimates = interval_estimates(matrices, metrics.aggregate_iqm, reps, seed) if matrices else {}
     iqm = pd.DataFrame([(*key, *estimates[key], *matrix.shape) for key, matrix in matrices.items()],
                        columns=['method', 'domain', 'iqm', 'low', 'high', 'runs', 'tasks'])
@@ -233,32 +213,32 @@ def _summaries(scores: pd.DataFrame, envs: List[str], domains: List[str], reps: 
 
 def success_table(runs: pd.DataFrame, step='offline_end', expected=None, include_bc: bool = False,
                   bootstrap_reps: int = 5000, seed: int = 0) -> Table:
-    """The success table at `step` ('offline_end', 'online_end' or a step number) of `load_runs`' frame.
-
-    `expected`: (method, env, seed) triples that should exist (e.g. `experiments.presets.expected_runs()`); by
-    default the full grid of the methods, tasks and seeds found. Absent runs, and runs without an evaluation at
-    the step, are listed in `missing` and left out of every average.
-    """
+    """The success table at `step` ('offline_end', 'online_end' or a step number) of `load_runs`' frame. Runs
+    `expected` ((method, env, seed) triples, default: the grid found) but absent or short of the step are `missing`."""
     runs = runs if include_bc else runs[runs.method != BC.label]
     chosen, duplicate_notes = _choose_runs(runs, step)
     if expected is None:
         expected = pd.MultiIndex.from_product([runs.method.unique(), runs.env.unique(), runs.seed.unique()])
     missing = _missing(chosen, [key for key in expected if include_bc or key[0] != BC.label])
-    scores = chosen[chosen.score.notna()].rename(columns={'score': 'success'})
-    scores = scores.assign(domain=scores.env.map(domain_name))[KEY + ['domain', 'success']]
+    scores = chosen[chosen.score.notna()].rename(columns={'score': 'success'})[KEY + ['domain', 'success']]
     envs = _ordered(set(scores.env) | set(missing.env), DOMAINS, by=domain_name)
     domains = _ordered({domain_name(env) for env in envs}, DOMAINS)
     protocols = runs[runs.alias_of == ''].drop_duplicates('run_dir').protocol.fillna(UNRECORDED)
     protocols = protocols.value_counts().sort_index().to_dict()
+    notes = [f'This table mixes runs of different protocols ({_protocol_counts(protocols)}): their numbers are not '
+             'comparable (pass --protocol to keep one).'] if len(protocols) > 1 else []
+    aliased = runs[runs.alias_of != ''][['method', 'alias_of', 'domain']].drop_duplicates()
+    notes += [f'{method} on {domain}: the {alias_of} runs, which have its configuration there (protocols/domains.py).'
+              for method, alias_of, domain in sorted(aliased.itertuples(index=False))]
     per_domain, iqm, domain_notes = _summaries(scores, envs, domains, bootstrap_reps, seed)
     per_task = scores.groupby(['method', 'env']).success.agg(['mean', 'std', 'count']).rename(columns={'count': 'n'})
     return Table(step=str(step), methods=_ordered(set(scores.method) | set(missing.method), METHODS), domains=domains,
                  envs=envs, scores=scores, per_task=per_task, per_domain=per_domain, iqm=iqm, missing=missing,
-                 notes=_notes(runs, protocols) + duplicate_notes + domain_notes, protocols=protocols)
+                 notes=notes + duplicate_notes + domain_notes, protocols=protocols)
 
 
 def resolve_reference_dir(reference_dir: str = DEFAULT_REFERENCE_DIR) -> str:
-    return reference_dir if os.path.isabs(reference_dir) else os.path.normpath(os.path.join(REPO_ROOT, reference_dir))
+    return os.path.normpath(os.path.join(REPO_ROOT, reference_dir))  # an absolute reference_dir stays itself
 
 
 def load_reference(reference_dir: str = DEFAULT_REFERENCE_DIR) -> Dict[str, pd.DataFrame]:
@@ -333,12 +313,11 @@ def _reference_note(reference, table: Table) -> str:
 
 
 def table_frames(table: Table, reference=None) -> Dict[str, pd.DataFrame]:
-    """The cells of the three tables as text: 'domains' (per domain, "all", the TRQAM paper's row), 'iqm', 'tasks'."""
+    """The tables' cells as text: 'domains' (per domain, "all", the TRQAM paper's row), 'iqm' (if any), 'tasks'."""
     sources = REFERENCE_OF_PROTOCOL.get(table.protocol, tuple(REFERENCE_FILES)) if reference is not None else ()
     papers = {source: published(reference, table.step, source) for source in sources}
     qam_paper = papers.get('qam_paper')
-    max_n = table.per_domain.n.max() if len(table.per_domain) else 0
-    rows = {domain: [_cell(_row(table.per_domain, (m, domain)), max_n,
+    rows = {domain: [_cell(_row(table.per_domain, (m, domain)), table.per_domain.n.max(),
                            None if qam_paper is None else _row(qam_paper, (m, domain))) for m in table.methods]
             for domain in table.domains + ['all']}
     if len(papers.get('trqam_paper', [])):
@@ -348,36 +327,29 @@ def table_frames(table: Table, reference=None) -> Dict[str, pd.DataFrame]:
     iqm = {domain: [f'{_fmt(v.iqm)} [{_fmt(v.low)}, {_fmt(v.high)}] ({v.runs:.0f}x{v.tasks:.0f})'
                     if (v := _row(table.iqm, (m, domain))) is not None else '-' for m in table.methods]
            for domain in table.domains + ['all']}
-    max_task_n = table.per_task.n.max() if len(table.per_task) else 0
-    tasks = {env: [_cell(_row(table.per_task, (m, env)), max_task_n) for m in table.methods] for env in table.envs}
+    tasks = {env: [_cell(_row(table.per_task, (m, env)), table.per_task.n.max()) for m in table.methods]
+             for env in table.envs}
+    tables = {'domains': (rows, 'domain'), 'iqm': (iqm, 'domain'), 'tasks': (tasks, 'task')}
     return {name: pd.DataFrame.from_dict(cells, orient='index', columns=table.methods).rename_axis(first).reset_index()
-            for name, cells, first in (('domains', rows, 'domain'), ('iqm', iqm, 'domain'), ('tasks', tasks, 'task'))}
+            for name, (cells, first) in tables.items() if name != 'iqm' or len(table.iqm)}
 
 
 def to_markdown(table: Table, reference=None) -> str:
     """Markdown: per domain and "all", IQM, per task, notes, missing runs. `reference`: `load_reference()`."""
-    frames = table_frames(table, reference)
-    markdown = {name: frame.to_markdown(index=False, disable_numparse=True) for name, frame in frames.items()}
+    markdown = {name: frame.to_markdown(index=False, disable_numparse=True)
+                for name, frame in table_frames(table, reference).items()}
     protocol_line, step = _protocol_line(table), STEP_TITLES.get(table.step, f'at step {table.step}')
     lines = [f'## Success rate (%) {step}', ''] + ([protocol_line, ''] if protocol_line else []) + [
         'Mean ± sample std over seeds; per domain and "all" (the mean of the domain means) the std is over the '
         'per-seed averages, from the seeds that have every task; (n=k): fewer seeds than elsewhere.'
         + _reference_note(reference, table), '', markdown['domains']]
-    if len(table.iqm):
-        lines += ['', '### IQM (%) with 95% stratified bootstrap CI over seeds (rliable); (runs x tasks)', '',
-                  markdown['iqm']]
-    lines += ['', '### Per task', '', markdown['tasks']]
-    if table.notes:
-        lines += ['', '### Notes', ''] + [f'- {note}' for note in table.notes]
-    lines += ['', f'### Missing or incomplete runs ({len(table.missing)}), not averaged in', '']
-    lines += [f'- {m} {env} seed {s}: {reason}' for m, env, s, reason in table.missing.itertuples(index=False)]
-    return '\n'.join(lines + ['- none'] * table.missing.empty) + '\n'
-
-
-def _latex_text(text: str) -> str:
-    for char, escaped in (('\\', r'\textbackslash{}'), ('&', r'\&'), ('%', r'\%'), ('_', r'\_'), ('#', r'\#')):
-        text = text.replace(char, escaped)
-    return text.replace('±', r'$\pm$')
+    missing = [f'- {m} {env} seed {s}: {reason}' for m, env, s, reason in table.missing.itertuples(index=False)]
+    sections = {
+        '### IQM (%) with 95% stratified bootstrap CI over seeds (rliable); (runs x tasks)': markdown.get('iqm'),
+        '### Per task': markdown['tasks'], '### Notes': '\n'.join(f'- {note}' for note in table.notes),
+        f'### Missing or incomplete runs ({len(missing)}), not averaged in': '\n'.join(missing) or '- none'}
+    lines += [part for title, body in sections.items() if body for part in ('', title, '', body)]
+    return '\n'.join(lines) + '\n'
 
 
 def to_latex(table: Table, reference=None) -> str:
@@ -388,8 +360,8 @@ def to_latex(table: Table, reference=None) -> str:
                 + _reference_note(reference, table),
                 'iqm': f'IQM (%) {step} with 95% stratified bootstrap confidence intervals.',
                 'tasks': f'Success rate (%) per task {step}.'}
-    blocks = [frames[name].to_latex(index=False, escape=True, caption=_latex_text(caption), position='t')
-              .replace('±', r'$\pm$') for name, caption in captions.items() if name != 'iqm' or len(table.iqm)]
+    blocks = [frames[name].to_latex(index=False, escape=True, caption=caption.translate(LATEX_ESCAPES), position='t')
+              .replace('±', r'$\pm$') for name, caption in captions.items() if name in frames]
     return '\n'.join(blocks)
 
 
@@ -421,8 +393,7 @@ def _save(fig, path_stem: str, formats=('png', 'pdf')) -> List[str]:
 
 
 def score_matrices(table: Table) -> Dict[str, np.ndarray]:
-    """{method: seeds x tasks success (%)} over every task of the table, from the seeds that have them all;
-    methods without such a seed are left out (the figures compare methods on the same tasks)."""
+    """{method: seeds x tasks success (%)} over every task of the table, from the seeds that have them all."""
     matrices = {method: scores.pivot(index='seed', columns='env', values='success').reindex(columns=table.envs).dropna()
                 for method, scores in table.scores.groupby('method')}
     return {method: matrices[method].to_numpy() for method in table.methods if len(matrices.get(method, []))}
@@ -467,8 +438,7 @@ def plot_comparison(table: Table, out_dir: str, reps: int = 1000, seed: int = 0)
 
 def seed_curve(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     """Per step: `mean` and `std` over seeds of the per-seed average (over the runs' tasks) of column `key`."""
-    finite = frame[np.isfinite(frame[key].astype(float))]
-    per_seed = finite.groupby(['seed', 'step'])[key].mean()
+    per_seed = frame[np.isfinite(frame[key].astype(float))].groupby(['seed', 'step'])[key].mean()
     return per_seed.groupby(level='step').agg(mean='mean', std=lambda values: values.std(ddof=0))
 
 
@@ -488,16 +458,15 @@ def _plot_success(axis, domain_runs: pd.DataFrame, domain: str):
 
 
 def _plot_duals(axes, trqam_runs: pd.DataFrame):
-    seeds = dict(zip(trqam_runs.run_dir, trqam_runs.seed))
-    paths = {os.path.join(run_dir, layout.TRAIN_CSV): seed for run_dir, seed in seeds.items()}
+    runs = trqam_runs.drop_duplicates('run_dir')
+    paths = {layout.path(run_dir, layout.TRAIN_CSV): seed for run_dir, seed in zip(runs.run_dir, runs.seed)}
     train = pd.concat([pd.DataFrame(read_csv(path)).assign(seed=seed) for path, seed in paths.items()
                        if os.path.exists(path)] or [pd.DataFrame()])
     for axis, key in zip(axes, DUAL_KEYS):
         if key in train and len(curve := seed_curve(train, key)):
             axis.plot(curve.index, curve['mean'])
             axis.fill_between(curve.index, curve['mean'] - curve['std'], curve['mean'] + curve['std'], alpha=0.2)
-        axis.set_title(key.split('/')[-1] + (' (lambda_eff)' if key.endswith('lambda') else ''))
-        axis.set_xlabel('step')
+        axis.set(title=key.split('/')[-1] + (' (lambda_eff)' if key.endswith('lambda') else ''), xlabel='step')
         axis.grid(alpha=0.3)
         if key.endswith(('path_kl', 'kl_ema')):
             axis.set_yscale('symlog', linthresh=1e-3)
