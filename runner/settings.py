@@ -13,7 +13,7 @@ import ml_collections
 
 from protocols.methods import BC, bc_config_for, method_of, resolve_protocol
 from runner import layout
-from protocols.domains import PROTOCOLS, get_protocol
+from protocols.domains import PROTOCOLS, dims_label, get_protocol
 from core.errors import RunError
 from runner.logs import read_json
 from runner.state import settings_changes
@@ -167,9 +167,7 @@ def describe(config) -> str:
 
 
 def _short(value) -> str:
-    if isinstance(value, (tuple, list)) and len(set(value)) == 1:
-        return f'{len(value)}x{value[0]}'
-    return str(value)
+    return dims_label(value) if isinstance(value, (tuple, list)) else str(value)
 
 
 def history_of_changes(flags_path: str, step: int, changes: Dict[str, tuple]):
