@@ -21,7 +21,7 @@ def report_only_unhandled(debug: bool = False):
     if debug:
         return
     absl_logging.get_absl_handler().addFilter(_not_orbax_error)
-    if not isinstance(sys.unraisablehook, functools.partial):  # once
+    if getattr(sys.unraisablehook, 'func', None) is not _unraisable:  # once
         sys.unraisablehook = functools.partial(_unraisable, sys.unraisablehook)
 
 
