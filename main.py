@@ -225,7 +225,7 @@ def online_phase(state: RunState, data, run: SeedGroup, end_step: int = None) ->
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull')
+HELP_FLAGS = ('--help', '-help', '-?', '--helpshort', '--helpfull')  # absl's (--helpxml aside)
 
 
 def parse_flags(argv):

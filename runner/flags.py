@@ -14,7 +14,7 @@ STEPS = Range(0, integer=True)
 # The valid values of main.py's numeric flags, checked (with the agent config's) before a run creates anything.
 FLAG_RANGES = {
     'seed': Range(0, integer=True),
-    'dataset_replace_interval': COUNT,
+    'dataset_replace_interval': STEPS,  # 0: no rotation
     'bc_steps': Range(0, integer=True, optional=True),
     'offline_steps': STEPS,
     'online_steps': STEPS,
@@ -22,13 +22,13 @@ FLAG_RANGES = {
     'start_training': STEPS,
     'utd_ratio': COUNT,
     'steps_per_call': COUNT,
-    'log_interval': COUNT,
+    'log_interval': STEPS,  # 0: never (is_due)
     'eval_interval': STEPS,
     'eval_episodes': COUNT,
     'eval_workers': Range(-1, integer=True),
     'eval_envs': COUNT,
     'video_episodes': Range(0, integer=True),
-    'save_interval': COUNT,
+    'save_interval': STEPS,  # 0: at the end of each phase only
 }
 
 
