@@ -70,11 +70,12 @@ def resolve_config(flag_values: dict, agent_config, explicit=(), defaults: Optio
 
 
 def _seeds(values) -> tuple:
+    given = list(values['seeds'] or [values['seed']])
     try:
-        return tuple(int(seed) for seed in values['seeds']) if values['seeds'] else (int(values['seed']),)
+        return tuple(int(seed) for seed in given)
     except (TypeError, ValueError):
-        raise InvalidSettings(f'--seeds={",".join(map(str, values["seeds"]))}: must be integers >= 0, e.g. '
-                              '0,1,2,3.') from None
+        name = '--seeds' if values['seeds'] else '--seed'
+        raise InvalidSettings(f'{name}={",".join(map(str, given))}: must be integers >= 0, e.g. 0,1,2,3.') from None
 
 
 def _bc_run(values, agent, defaults):

@@ -41,8 +41,10 @@ def check_settings(config):
 
 
 def flag_problems(config) -> list:
-    problems = [FLAG_RANGES[name].problem(f'--{name}', config[name]) for name in FLAG_RANGES if name in config]
-    problems += [FLAG_RANGES['seed'].problem('--seeds', seed) for seed in config.seeds]
+    problems = [FLAG_RANGES[name].problem(f'--{name}', config[name]) for name in FLAG_RANGES
+                if name in config and name != 'seed']
+    seeds_flag = '--seed' if tuple(config.seeds) == (config.seed,) else '--seeds'
+    problems += [FLAG_RANGES['seed'].problem(seeds_flag, seed) for seed in config.seeds]
     return [problem for problem in problems if problem]
 
 

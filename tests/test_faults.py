@@ -115,7 +115,7 @@ def test_invalid_agent_settings_from_python_name_each_key(tmp_path):
 def test_a_signal_while_main_imports_ends_with_75_and_leaves_nothing(tiny_dataset_dir, tmp_path, signal_number):
     process = subprocess.Popen(command(tiny_dataset_dir, tmp_path / 'runs'), cwd=REPO_ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
-    time.sleep(0.5)  # main.py imports for seconds
+    time.sleep(1)  # main.py imports for seconds, with its stop handlers installed first
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == EXIT_PREEMPTED
@@ -161,7 +161,7 @@ def test_a_stop_says_what_to_run_next_and_the_resume_where_it_resumes(tiny_datas
 
 def test_flags_json_keeps_the_history_of_changes_across_three_resumes(tiny_dataset_dir, tmp_path, capfd):
     stop = types.SimpleNamespace(received='SIGTERM', at_once=False)  # stops after each first jitted call
-    values = flag_values(tiny_dataset_dir, tmp_path, offline_steps=40)
+    values = flag_values(tiny_dataset_dir, tmp_path, offline_steps=50)  # no evaluation before the end
     with pytest.raises(Preempted, match='at step 10'):
         main.train(values, tiny_fql(), stop)
     changed = {**values, 'allow_config_change': True}
@@ -170,8 +170,10 @@ def test_flags_json_keeps_the_history_of_changes_across_three_resumes(tiny_datas
     with pytest.raises(Preempted, match='at step 30'):
         main.train(values, tiny_fql(lr=1e-3), stop)  # a requeue of the changed job
     capfd.readouterr()
-    (run_dir,) = main.train(values, tiny_fql(lr=1e-3))
-    assert 'Resuming from step 30 (checkpoint ' in capfd.readouterr().out
+    with pytest.raises(Preempted, match='at step 40'):
+        main.train(values, tiny_fql(lr=1e-3), stop)
+    run_dir = tmp_path / 'run'
+    assert f'Resuming from step 30 (checkpoint {run_dir / "checkpoints" / "30"})' in capfd.readouterr().out
     recorded = json.load(open(os.path.join(run_dir, 'flags.json')))
     assert recorded['agent']['lr'] == 1e-3
     assert recorded['config_changes'] == [{'step': 10, 'changes': {'agent.lr': [3e-4, 1e-3]}}]
