@@ -1,5 +1,7 @@
 """Errors a user can fix, and how main.py shows them: one screen saying what is wrong and what to do,
-without a traceback (`--debug` or TRQAM_DEBUG=1 shows it). Anything else is a bug and keeps its traceback."""
+without a traceback (`--debug` or TRQAM_DEBUG=1 shows it). Anything else is a bug and keeps its traceback.
+Also the valid values of a setting (Range, Choice, LayerSizes), which say in one line what is wrong with a
+value, and the nearest valid name to a mistyped one (`close_match`)."""
 
 import dataclasses
 import difflib
