@@ -80,7 +80,8 @@ def agent_file_problem(path: str):
     if os.path.isfile(path):
         return None
     agents_dir = os.path.relpath(os.path.dirname(base.__file__))
-    files = sorted(name for name in glob.glob(os.path.join(agents_dir, '*.py')) if 'def get_config' in open(name).read())
+    files = sorted(name for name in glob.glob(os.path.join(agents_dir, '*.py'))
+                   if 'def get_config' in open(name).read())
     return (f'--agent={path}: no such file.{close_match(path, files)} The agent config files: {", ".join(files)}'
             f'{" (paths are relative to " + os.getcwd() + ")" if not os.path.isabs(path) else ""}.')
 

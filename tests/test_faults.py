@@ -114,7 +114,8 @@ def test_invalid_agent_settings_from_python_name_each_key(tmp_path):
 @pytest.mark.parametrize('signal_number', [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_while_main_imports_ends_with_75_and_leaves_nothing(tiny_dataset_dir, tmp_path, signal_number):
     process = subprocess.Popen(command(tiny_dataset_dir, tmp_path / 'runs'), cwd=REPO_ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
     time.sleep(1)  # main.py imports for seconds, with its stop handlers installed first
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=60)
