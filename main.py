@@ -10,38 +10,44 @@ replay buffer), close. `--seeds=0,1,2,3` trains several seeds in one compiled pr
 run directory, as if it had been run alone.
 
 A run killed at any point resumes from its latest checkpoint when the same command is started again.
-SIGTERM, SIGINT or SIGUSR1 make it save first and exit with status 75; a resumed run ends exactly as the
-uninterrupted one would.
+SIGTERM, SIGINT or SIGUSR1 make it save first (when it has anything unsaved) and exit with status 75, from the
+first line of this file on; a resumed run ends exactly as the uninterrupted one would. Every flag and agent key is
+checked before anything is created; `--help` lists the --agent file's keys.
 
 From Python: `train(default_flag_values() | {'env_name': ...}, agent_config)` returns the run directories.
 """
 
-import dataclasses
+from runner.signals import exit_at_once_on_stop_signals
+
+if __name__ == '__main__':  # before the heavy imports: a stop while they run ends with the status a sweep requeues
+    exit_at_once_on_stop_signals()
+
+import dataclasses  # noqa: E402 - the imports below take seconds; the stop signals come first
 import os
-import runpy
 import sys
 import time
 
 import jax
 import ml_collections
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from core.errors import Preempted, RunError, debug_requested, disk_full_message, is_disk_full
 from envs.offline_data import load_offline_data
 from protocols.domains import get_protocol, how_to_get
 from runner import flags as runner_flags
+from runner import third_party
 from runner.acting import SeedActing
-from runner.flags import FLAG_NAMES, default_flag_values, define_flags
+from runner.flags import AGENT_DEFAULT, FLAG_NAMES, default_flag_values, define_flags
 from runner.locks import RunDirectoryInUse, RunLocks
 from runner.prng import use_unrolled_threefry_on_cpu
 from runner.seed_axis import stack
 from runner.seed_group import SeedGroup, TrainingDiverged
 from runner.settings import check_resume, describe, resolve_config
-from runner.signals import StopSignals
+from runner.signals import StopSignals, rerun_hint
 from runner.state import RunState, load_flow_params, online_buffers, restore_state
 from runner.training import add_transitions
+from runner.validation import InvalidSettings, agent_file_problem, agent_keys_help, unknown_agent_keys
 
 FLAGS = flags.FLAGS
 BC_WAIT_SECONDS = 30  # between looks at a BC run another process is training
@@ -104,7 +110,10 @@ def seed_groups(config):
 
 
 def run_seeds(config, positions, stop):
-    """The offline and online phases of the seeds at `positions` of the run, which resume from one step."""
+    """The offline and online phases of the seeds at `positions` of the run, which resume from one step. A start
+    that fails before anything is written leaves no run directory (RunLocks removes the ones it made)."""
+    if stop is not None:
+        stop.at_once = True  # until the group's first step, a stop has nothing to save
     with RunLocks([config.run_dirs[k] for k in positions]):
         data = load_data(config)
         run = SeedGroup(config, positions, stop, data.make_env, data.action_dim)
@@ -139,13 +148,15 @@ def restore_or_create_state(config, data, run: SeedGroup) -> RunState:
     --allow_config_change."""
     example = data.example_batch(config.agent.horizon_length)
     agent_config = ml_collections.ConfigDict(config.agent.to_dict())
-    agents, online, acting, steps = [], [], [], []
+    agents, online, acting, steps, resumed = [], [], [], [], []
     for k in run.positions:
         agent = config.agent_class.create(config.seeds[k], example, agent_config)
         if config.pretrained_paths[k]:
             agent = agent.load_pretrained_flow(load_flow_params(config.pretrained_paths[k]))
         restored = restore_state(run.checkpointers[k], agent, check=lambda saved, k=k: check_resume(config, k, saved))
         agent, transitions, step, seed_acting, changes = restored or (agent, None, 0, SeedActing(), {})
+        if restored:
+            resumed.append(os.path.join(run.checkpointers[k].directory, str(step)))
         run.changes[k] = changes
         agents.append(agent)
         online.append(transitions)
@@ -155,6 +166,9 @@ def restore_or_create_state(config, data, run: SeedGroup) -> RunState:
         raise RunError('The seeds\' latest intact checkpoints are at different steps '
                        f'({", ".join(f"seed {config.seeds[k]}: {s}" for k, s in zip(run.positions, steps))}). '
                        'Run the same command again: it resumes each group of seeds from its own step.')
+    if resumed:
+        print(f'Resuming from step {steps[0]} (checkpoint{"s" if len(resumed) > 1 else ""} {", ".join(resumed)}).',
+              flush=True)
     buffers = online_buffers(online, config.online_steps, data.transitions) if config.online_steps else None
     state = RunState(stack([jax.tree_util.tree_map(jax.numpy.asarray, agent) for agent in agents]), buffers,
                      steps[0], tuple(acting))
@@ -211,17 +225,35 @@ def online_phase(state: RunState, data, run: SeedGroup, end_step: int = None) ->
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+HELP_FLAGS = ('--help', '-help', '-?', '--helpshort', '--helpfull')  # absl's (--helpxml aside)
+
+
 def parse_flags(argv):
-    """absl's parsing, with a clear message for an --agent.KEY the agent config does not have."""
+    """absl's parsing (which names the nearest flag to a mistyped one), with --agent=AGENT_DEFAULT when no --agent
+    is given, one screen for a missing agent file or an --agent.KEY its config lacks, and the agent's keys after
+    --help."""
+    argv = list(argv)
+    if '--agent' in argv[:-1]:  # the spaced form, --agent FILE
+        position = argv.index('--agent')
+        argv[position:position + 2] = [f'--agent={argv[position + 1]}']
+    if not any(arg.startswith('--agent=') for arg in argv):
+        argv.insert(1, f'--agent={AGENT_DEFAULT}')
+    path = [arg.split('=', 1)[1] for arg in argv if arg.startswith('--agent=')][-1]  # absl takes the last
+    overrides = [arg[len('--agent.'):].split('=', 1)[0] for arg in argv if arg.startswith('--agent.')]
+    problem = agent_file_problem(path) or unknown_agent_keys(path, overrides)
+    helping = any(arg in HELP_FLAGS for arg in argv)
+    if problem and not helping:
+        print(problem, file=sys.stderr)
+        sys.exit(2)
     try:
         return FLAGS(argv)
-    except AttributeError as error:  # ml_collections' word for an unknown override key
-        key = str(error).strip('"\'')
-        path = next((arg.split('=', 1)[1] for arg in argv if arg.startswith('--agent=')), FLAGS['agent'].default)
-        keys = sorted(runpy.run_path(path)['get_config']().keys())
-        print(f'{path} has no config key {key!r} (from --agent.{key}=...). Its keys: {", ".join(keys)}.',
-              file=sys.stderr)
+    except flags.Error as error:  # a value a flag cannot parse, an unknown flag (absl names the nearest one)
+        print(f'{error}\n(--help lists the flags and the agent config\'s keys.)', file=sys.stderr)
         sys.exit(2)
+    except SystemExit:  # absl printed the help and ends the process: the agent's keys follow
+        if helping and not agent_file_problem(path):
+            print('\n' + agent_keys_help(path))
+        raise
 
 
 def explicit_settings() -> set:
@@ -231,7 +263,7 @@ def explicit_settings() -> set:
 
 
 def main(_):
-    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
+    third_party.report_only_unhandled(debug_requested(FLAGS.debug))
     with StopSignals() as stop:
         try:
             train({name: FLAGS[name].value for name in FLAG_NAMES}, FLAGS.agent, stop, explicit_settings())
@@ -240,10 +272,13 @@ def main(_):
 
 
 def report_error(error: Exception) -> int:
-    """Prints `error` on one screen when it is a fault or bad input the user can fix; returns the exit
-    status. Anything else (a bug) keeps its traceback."""
+    """Prints `error` on one screen when it is a fault or bad input the user can fix, or a stop (with the command
+    that goes on); returns the exit status. Anything else (a bug) keeps its traceback."""
     if debug_requested(FLAGS.debug):
         raise error
+    if isinstance(error, (Preempted, InvalidSettings)):  # a stop says what to run next; a traceback adds nothing
+        print(f'\n{error}' + (f'\n{rerun_hint()}' if isinstance(error, Preempted) else ''), file=sys.stderr)
+        return error.exit_code
     if isinstance(error, (RunError, ValueError, FileNotFoundError)):
         message = str(error)
     elif is_disk_full(error):

@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import optax
 
+from core.errors import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Choice, LayerSizes, Range
 from core.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
 from core.flax_utils import ModuleDict, TrainState, nonpytree_field
 from core.networks import Value, VectorField
@@ -29,6 +30,23 @@ def chunk_dim_of(example_batch) -> int:
 
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+# The valid values of the config keys every agent shares (main.py checks them before a run starts); each agent's
+# module adds its own keys' next to its get_config, as CONFIG_RANGES = {**base.CONFIG_RANGES, ...}.
+CONFIG_RANGES = {
+    'lr': POSITIVE,
+    'batch_size': COUNT,
+    'actor_hidden_dims': LayerSizes(),
+    'value_hidden_dims': LayerSizes(),
+    'num_qs': COUNT,
+    'rho': NON_NEGATIVE,
+    'discount': UNIT,
+    'tau': UNIT,
+    'horizon_length': Range(1, integer=True, optional=True),
+    'flow_steps': COUNT,
+    'clip_grad_norm': NON_NEGATIVE,
+    'compute_dtype': Choice(COMPUTE_DTYPES),
+}
 
 
 def build_network(

@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from agents.base import CONFIG_RANGES as SHARED_RANGES
 from agents.base import Agent, critic_network, flow_network
+from core.errors import NON_NEGATIVE, POSITIVE, Choice
 from core.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
 from core.flow import euler_ode_sample, flow_matching_loss
 
@@ -116,6 +118,10 @@ class CGQLAgent(Agent):
             'critic': (critic_network(config), (observations, actions, times)),
             'flow': (flow_network(config), (observations, actions, times)),
         }
+
+
+CONFIG_RANGES = {**SHARED_RANGES, 'mode': Choice(('simple', 'mse', 'linex')), 'inv_temp': POSITIVE,
+                 'guidance_coef': NON_NEGATIVE, 'noisy_coef': NON_NEGATIVE, 'isd_clip': POSITIVE}
 
 
 def get_config():

@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from agents.base import CONFIG_RANGES as SHARED_RANGES
 from agents.base import Agent, critic_network, flow_network
+from core.errors import POSITIVE, Range
 from core.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
 from core.flow import euler_ode_sample, flow_matching_loss
 from core.networks import GaussianHead, LogParam
@@ -93,6 +95,10 @@ class DSRLAgent(Agent):
             'noise_actor': (noise_actor, (observations,)),
             'alpha': (LogParam(), ()),
         }
+
+
+CONFIG_RANGES = {**SHARED_RANGES, 'noise_scale': POSITIVE, 'target_entropy': Range(optional=True),
+                 'target_entropy_multiplier': Range()}
 
 
 def get_config():

@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from agents.base import CONFIG_RANGES as SHARED_RANGES
 from agents.base import Agent, critic_network, flow_network
+from core.errors import NON_NEGATIVE
 from core.flow import euler_ode_sample, flow_matching_loss
 
 
@@ -50,6 +52,9 @@ class FQLAgent(Agent):
             'flow': (flow_network(config), (observations, actions, actions[..., :1])),
             'one_step_actor': (flow_network(config), (observations, actions)),
         }
+
+
+CONFIG_RANGES = {**SHARED_RANGES, 'alpha': NON_NEGATIVE}
 
 
 def get_config():

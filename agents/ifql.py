@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from agents.base import CONFIG_RANGES as SHARED_RANGES
 from agents.base import Agent, critic_network, flow_network, prefixed
+from core.errors import COUNT, Range
 from core.critic import (
     chunk_td_target,
     critic_info,
@@ -80,6 +82,9 @@ class IFQLAgent(Agent):
             'value': (value, (observations,)),
             'flow': (flow_network(config), (observations, actions, actions[..., :1])),
         }
+
+
+CONFIG_RANGES = {**SHARED_RANGES, 'expectile': Range(0, 1, low_open=True, high_open=True), 'num_samples': COUNT}
 
 
 def get_config():

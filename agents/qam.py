@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from agents.base import CONFIG_RANGES as SHARED_RANGES
 from agents.base import Agent, critic_network, flow_network
+from core.errors import NON_NEGATIVE, POSITIVE, Range
 from core.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
 from core.flow import (
     adjoint_matching_loss,
@@ -140,6 +142,10 @@ class QAMAgent(Agent):
         if config['fql_alpha'] > 0:
             modules['one_step_actor'] = (flow_network(config), (observations, actions))
         return modules
+
+CONFIG_RANGES = {**SHARED_RANGES, 'inv_temp': POSITIVE, 'edit_scale': NON_NEGATIVE, 'fql_alpha': NON_NEGATIVE,
+                 'edit_target_entropy': Range(optional=True), 'edit_target_entropy_multiplier': Range()}
+
 
 def get_config():
     return ml_collections.ConfigDict(

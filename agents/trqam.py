@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from agents.qam import CONFIG_RANGES as QAM_RANGES
 from agents.qam import QAMAgent
+from core.errors import NON_NEGATIVE, POSITIVE, UNIT, Range
 from agents.qam import get_config as get_qam_config
 
 
@@ -73,6 +75,20 @@ class TRQAMAgent(QAMAgent):
             'kl_ema': jnp.asarray(config['kl_ema_init'], jnp.float32),
             'kl_budget': jnp.asarray(config['kl_budget'], jnp.float32),
         }
+
+
+CONFIG_RANGES = {**QAM_RANGES, 'kl_budget': POSITIVE, 'kl_budget_online': Range(0, low_open=True, optional=True),
+                 'lam_scale': POSITIVE, 'lambda_init': POSITIVE, 'lambda_min': POSITIVE, 'lambda_max': POSITIVE,
+                 'dual_lr': POSITIVE, 'kl_ema_coef': UNIT, 'kl_ema_init': NON_NEGATIVE, 'kl_clip_coef': POSITIVE}
+
+
+def config_problems(config) -> list:
+    """What CONFIG_RANGES cannot say: the dual variable starts inside its projection bounds."""
+    low, start, high = config['lambda_min'], config['lambda_init'], config['lambda_max']
+    if all(isinstance(value, (int, float)) for value in (low, start, high)) and not low <= start <= high:
+        return [f'lambda_min={low!r}, lambda_init={start!r}, lambda_max={high!r}: need lambda_min <= lambda_init '
+                '<= lambda_max.']
+    return []
 
 
 def get_config():

@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from core.errors import close_match
 from envs.datasets import TRANSITION_KEYS, sparse_rewards
 
 DEFAULT_DATASET_DIR = '~/.ogbench/data'  # OGBench's own default (ogbench.utils.DEFAULT_DATASET_DIR).
@@ -122,10 +123,18 @@ def supported_families() -> list[str]:
     return sorted(families)
 
 
+def valid_env_names() -> list[str]:
+    """Every single-task name this data layer accepts, e.g. cube-double-play-singletask-task2-v0."""
+    tasks = [''] + [f'-task{task}' for task in range(1, NUM_TASKS + 1)]
+    return [f'{family}-{dataset_type}-singletask{task}-v0' for family in supported_families()
+            for dataset_type in _allowed_dataset_types(family) for task in tasks]
+
+
 def _name_error(env_name: str, problem: str) -> ValueError:
     families = supported_families()
     lines = [
-        f'Invalid OGBench single-task environment name {env_name!r}: {problem}.',
+        f'Invalid OGBench single-task environment name {env_name!r}: {problem}.'
+        + close_match(env_name, valid_env_names()),
         f'Expected the pattern {NAME_PATTERN}, e.g. cube-double-play-singletask-task2-v0 '
         '(without "-taskN" the default task of the environment family is used).',
         'Supported environment families (dataset types):',

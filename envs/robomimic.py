@@ -31,6 +31,8 @@ import re
 import gymnasium
 import numpy as np
 
+from core.errors import close_match
+
 TASKS = ('lift', 'can', 'square')
 DATASET_TYPES = ('mh', 'ph')
 # The robosuite environment each task's files name in env_args['env_name'].
@@ -79,8 +81,9 @@ def is_robomimic(env_name: str) -> bool:
 def parse_env_name(env_name: str) -> ParsedEnvName:
     parts = env_name.split('-') if isinstance(env_name, str) else []
     if len(parts) != 3 or parts[0] not in TASKS or parts[1] not in DATASET_TYPES or parts[2] != 'low_dim':
-        raise ValueError(f'Invalid robomimic environment name {env_name!r}. Expected {{task}}-{{mh|ph}}-low_dim with '
-                         f'task in {"|".join(TASKS)}; valid names: {", ".join(env_names())}.')
+        raise ValueError(f'Invalid robomimic environment name {env_name!r}.{close_match(env_name, env_names())} '
+                         f'Expected {{task}}-{{mh|ph}}-low_dim with task in {"|".join(TASKS)}; valid names: '
+                         f'{", ".join(env_names())}.')
     return ParsedEnvName(task=parts[0], dataset_type=parts[1])
 
 

@@ -85,7 +85,8 @@ class Checkpointer:
         An unreadable checkpoint (a truncated or damaged file) is reported in one line and moved to
         `{directory}-corrupt/{step}`, out of the run's way but kept for inspection; the next older one is tried.
         """
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for position, step in enumerate(steps):
             try:
                 arrays, metadata = self.restore(step)
             except Exception as error:  # noqa: BLE001 - orbax raises many kinds for a damaged file
@@ -94,8 +95,10 @@ class Checkpointer:
                 os.makedirs(os.path.dirname(aside), exist_ok=True)
                 shutil.move(os.path.join(self.directory, str(step)), aside)
                 self.manager.reload()
+                then = ('using the previous one' if position + 1 < len(steps) else
+                        'no other checkpoint is left, so the run starts afresh from step 0')
                 warn(f'Checkpoint {step} of {self.directory} is unreadable ({type(error).__name__}: {detail}); '
-                     f'moved it to {aside} and using the previous one.')
+                     f'moved it to {aside} and {then}.')
                 continue
             return step, arrays, metadata
         return None

@@ -6,11 +6,34 @@ import functools
 from absl import flags
 from ml_collections import config_flags
 
+from core.errors import COUNT, Range
 from envs import ogbench_data, robomimic
 
+AGENT_DEFAULT = 'agents/trqam.py'  # --agent when not given
+STEPS = Range(0, integer=True)
+# The valid values of main.py's numeric flags, checked (with the agent config's) before a run creates anything.
+FLAG_RANGES = {
+    'seed': Range(0, integer=True),
+    'dataset_replace_interval': STEPS,  # 0: no rotation
+    'bc_steps': Range(0, integer=True, optional=True),
+    'offline_steps': STEPS,
+    'online_steps': STEPS,
+    'horizon_length': Range(1, integer=True, optional=True),
+    'start_training': STEPS,
+    'utd_ratio': COUNT,
+    'steps_per_call': COUNT,
+    'log_interval': STEPS,  # 0: never (is_due)
+    'eval_interval': STEPS,
+    'eval_episodes': COUNT,
+    'eval_workers': Range(-1, integer=True),
+    'eval_envs': COUNT,
+    'video_episodes': Range(0, integer=True),
+    'save_interval': STEPS,  # 0: at the end of each phase only
+}
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
-    """Defines main.py's flags (and --agent, the agent config file) on `flag_values`."""
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS, agent: bool = True) -> flags.FlagValues:
+    """Defines main.py's flags on `flag_values`, and --agent (the agent config file) with `agent`."""
     string, integer, boolean, enum, comma_list = (
         functools.partial(define, flag_values=flag_values) for define in
         (flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool, flags.DEFINE_enum, flags.DEFINE_list))
@@ -63,15 +86,18 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     boolean('debug', False, 'Show the traceback of errors that otherwise get a one-screen message '
             '(also TRQAM_DEBUG=1).')
 
-    config_flags.DEFINE_config_file('agent', 'agents/trqam.py', 'Agent config file; override keys with '
-                                    '--agent.key=value.', flag_values=flag_values)
+    if agent:
+        # No default here: ml_collections would load it, and apply the --agent.KEY overrides of sys.argv, while
+        # the flag is defined; main.py's parse_flags adds --agent=AGENT_DEFAULT when it is not given.
+        config_flags.DEFINE_config_file('agent', None, f'Agent config file (default: {AGENT_DEFAULT}); override '
+                                        'keys with --agent.KEY=VALUE (--help lists its keys).', flag_values=flag_values)
     return flag_values
 
 
 def default_flag_values() -> dict:
     """main.py's flags at their defaults (the agent config aside): the starting point of `train` from Python."""
-    defined = define_flags(flags.FlagValues())
-    return {name: defined[name].default for name in defined if name != 'agent'}
+    defined = define_flags(flags.FlagValues(), agent=False)
+    return {name: defined[name].default for name in defined}
 
 
 FLAG_NAMES = tuple(default_flag_values())  # main.py's own flags, the agent config aside

@@ -3,6 +3,7 @@ when its holder ends in any way (so a lock left by a killed process is simply ta
 
 import fcntl
 import os
+import shutil
 import socket
 import time
 
@@ -46,23 +47,43 @@ class RunLock:
         return False
 
 
+def first_missing_folder(path: str):
+    """The outermost folder of `path` that does not exist yet (None when `path` exists)."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        path, missing = os.path.dirname(path), path
+    return missing
+
+
+def holds_files(folder: str) -> bool:
+    """Whether `folder` holds any file but a run directory's lock."""
+    return any(name != '.lock' for _, _, names in os.walk(folder) for name in names)
+
+
 class RunLocks:
-    """The locks of several run directories (the seeds of one run), all or none."""
+    """The locks of several run directories (the seeds of one run), all or none. Leaving on an error, it removes
+    the folders it made that still hold nothing but locks: a start that fails leaves no run directory."""
 
     def __init__(self, run_dirs):
         self.locks = [RunLock(run_dir) for run_dir in run_dirs]
         self.held = []
+        self.made = []
 
     def __enter__(self):
+        self.made = sorted({first_missing_folder(lock.run_dir) for lock in self.locks} - {None})
         try:
             for lock in self.locks:
                 self.held.append(lock.__enter__())
-        except BaseException:
-            self.__exit__()
+        except BaseException as error:
+            self.__exit__(type(error))
             raise
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type=None, *exc):
         while self.held:
             self.held.pop().__exit__()
+        if exc_type is not None:
+            for folder in self.made:
+                if os.path.isdir(folder) and not holds_files(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
         return False

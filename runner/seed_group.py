@@ -130,6 +130,8 @@ class SeedGroup:
         schedule, step = self.config.schedule, state.step
         self.throughput.add(steps_done)
         self.progress.update(steps_done)
+        if self.stop is not None:
+            self.stop.at_once = False  # the run has progress now: a stop saves it first
         if info is not None and schedule.logs(step):
             metrics = jax.device_get(info)
             rate = self.throughput.rate()
@@ -197,8 +199,7 @@ class SeedGroup:
         """Saves `state` (a point the run resumes from exactly) and stops the run."""
         if any(self.last_checkpoint[k] != state.step for k in self.positions):
             state = self.save(state)
-        raise Preempted(f'Stopped by {self.stop.received} at step {state.step} and saved a checkpoint there. Run the '
-                        'same command again to resume.')
+        raise Preempted(f'Stopped by {self.stop.received} at step {state.step} and saved a checkpoint there.')
 
     def drop(self, state: RunState, diverged: Dict[int, str]) -> RunState:
         """The state without the seeds (by position in the group) in `diverged` ({position: what became

@@ -18,6 +18,7 @@ from core.errors import RunError
 from runner.logs import read_json
 from runner.state import settings_changes
 from runner.schedule import Schedule
+from runner.validation import InvalidSettings, check_settings
 
 # Flags that name where a run lives, how it is grouped or how it reports, not what it computes: a resume may
 # change them. 'protocol' itself is free because every value it sets is recorded and compared.
@@ -49,7 +50,7 @@ def resolve_config(flag_values: dict, agent_config, explicit=(), defaults: Optio
         values, agent = _bc_run(values, agent, defaults)
         applied = {key: value for key, value in applied.items()
                    if not key.startswith('agent.') or agent.get(key[len('agent.'):], object()) == value}
-    seeds = tuple(int(seed) for seed in values['seeds']) if values['seeds'] else (int(values['seed']),)
+    seeds = _seeds(values)
     config = ml_collections.ConfigDict(values)
     config.agent = agent
     config.method = (BC if values['bc_only'] else method).label
@@ -64,8 +65,17 @@ def resolve_config(flag_values: dict, agent_config, explicit=(), defaults: Optio
         values['offline_steps'], values['online_steps'], values['log_interval'], values['eval_interval'],
         values['save_interval'], values['dataset_replace_interval'] if values['dataset_shards_dir'] else 0,
         values['steps_per_call'])
-    _check(config)
+    check_settings(config)
     return ml_collections.FrozenConfigDict(config)
+
+
+def _seeds(values) -> tuple:
+    given = list(values['seeds'] or [values['seed']])
+    try:
+        return tuple(int(seed) for seed in given)
+    except (TypeError, ValueError):
+        name = '--seeds' if values['seeds'] else '--seed'
+        raise InvalidSettings(f'{name}={",".join(map(str, given))}: must be integers >= 0, e.g. 0,1,2,3.') from None
 
 
 def _bc_run(values, agent, defaults):
@@ -104,18 +114,6 @@ def _pretrained_paths(values, agent, seeds, bc_stage):
         return tuple(os.path.join(values['save_dir'], _bc_name(values, bc_agent, seed)) for seed in seeds)
     path = values['pretrained_actor_path']
     return tuple(path.replace('{seed}', str(seed)) if path else None for seed in seeds)
-
-
-def _check(config):
-    if len(config.seeds) > 1 and config.run_name and '{seed}' not in config.run_name:
-        raise RunError(f'--run_name={config.run_name} with {len(config.seeds)} seeds: put "{{seed}}" in it, so each '
-                       'seed gets its own run directory.')
-    if len(set(config.seeds)) != len(config.seeds):
-        raise RunError(f'--seeds={",".join(map(str, config.seeds))} repeats a seed.')
-    if config.balanced_sampling and config.online_steps and config.start_training < config.agent.horizon_length:
-        raise RunError(f'--balanced_sampling draws half of every batch from the online transitions: '
-                       f'--start_training={config.start_training} must be at least the chunk length '
-                       f'{config.agent.horizon_length}.')
 
 
 def recorded_settings(config, k: int) -> dict:
@@ -171,8 +169,11 @@ def _short(value) -> str:
 
 
 def history_of_changes(flags_path: str, step: int, changes: Dict[str, tuple]):
-    """flags.json's list of allowed config changes, with `changes` (made at `step`) appended."""
-    history = read_json(flags_path).get('config_changes', []) if changes and os.path.exists(flags_path) else []
+    """flags.json's list of allowed config changes (kept by every resume, with or without a change of its own, up
+    to `step`: a run resumed from an earlier checkpoint no longer has the later ones), with `changes` (made at
+    `step`) appended."""
+    recorded = read_json(flags_path).get('config_changes', []) if os.path.exists(flags_path) else []
+    history = [entry for entry in recorded if entry['step'] <= step]
     if changes:
         history.append({'step': step, 'changes': {key: list(values) for key, values in changes.items()}})
     return history
