@@ -29,6 +29,7 @@ import glob
 import os
 import re
 import socket
+import textwrap
 import zipfile
 from typing import NamedTuple
 
@@ -137,10 +138,14 @@ def _name_error(env_name: str, problem: str) -> ValueError:
         + close_match(env_name, valid_env_names()),
         f'Expected the pattern {NAME_PATTERN}, e.g. cube-double-play-singletask-task2-v0 '
         '(without "-taskN" the default task of the environment family is used).',
-        'Supported environment families (dataset types):',
+        'Supported environment families, by their dataset types:',
     ]
-    for f in families:
-        lines.append(f'  {f} ({"|".join(_allowed_dataset_types(f))})')
+    by_types = {}
+    for family in families:
+        by_types.setdefault('|'.join(_allowed_dataset_types(family)), []).append(family)
+    for types, members in by_types.items():
+        lines += textwrap.wrap(f'{types}: {", ".join(members)}', 110, initial_indent='  ', subsequent_indent='    ',
+                               break_on_hyphens=False)
     return ValueError('\n'.join(lines))
 
 
