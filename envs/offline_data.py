@@ -14,7 +14,7 @@ through the shards, so update i trains on shard (i // interval) mod n offline an
 
 import dataclasses
 import functools
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from envs.datasets import Dataset, example_batch
 from envs import robomimic
 from core.errors import RunError
 from envs.ogbench_data import (DEFAULT_DATASET_DIR, list_dataset_shards, load_dataset_shard, make_env,
-                                make_env_and_datasets, parse_dataset_name)
+                                make_env_and_datasets, parse_dataset_name, parse_env_name)
 
 
 def domain_name(env_name: str) -> str:
@@ -112,11 +112,21 @@ def _load_robomimic(env_name, dataset_dir, dataset_path, shard_paths, sparse):
     return factory, transitions, None, metadata.path
 
 
-# (name, whether an environment name is of the suite, loader), the first match wins.
+class Suite(NamedTuple):
+    name: str
+    matches: Callable[[str], bool]  # whether an environment name is of the suite (the first match wins)
+    parse_env_name: Callable  # raises ValueError, naming the valid names, for a name of no environment
+    load: Callable
+
+
 SUITES = (
-    ('robomimic', robomimic.is_robomimic, _load_robomimic),
-    ('ogbench', lambda env_name: True, _load_ogbench),
+    Suite('robomimic', robomimic.is_robomimic, robomimic.parse_env_name, _load_robomimic),
+    Suite('ogbench', lambda env_name: True, parse_env_name, _load_ogbench),
 )
+
+
+def suite_of(env_name: str) -> Suite:
+    return next(suite for suite in SUITES if suite.matches(env_name))
 
 
 def load_offline_data(env_name: str, *, dataset_dir: Optional[str], dataset_path: Optional[str],
@@ -124,8 +134,7 @@ def load_offline_data(env_name: str, *, dataset_dir: Optional[str], dataset_path
                       horizon_length: int):
     """The OfflineData of a run, with the first shard loaded."""
     shard_paths = list_dataset_shards(dataset_shards_dir) if dataset_shards_dir else []
-    load = next(load for _, matches, load in SUITES if matches(env_name))
-    make_env, transitions, load_shard, source = load(env_name, dataset_dir, dataset_path, shard_paths, sparse)
+    make_env, transitions, load_shard, source = suite_of(env_name).load(env_name, dataset_dir, dataset_path, shard_paths, sparse)
     check_chunkable(transitions, horizon_length, source)
     return OfflineData(env_name, make_env, load_shard, offline_steps, shard_paths, shard_interval, horizon_length, 0,
                        transitions)

@@ -15,13 +15,9 @@ import tokenize
 
 from agents import base
 from core.errors import RunError, close_match
-from envs import ogbench_data, robomimic
-from envs.offline_data import SUITES
+from envs.offline_data import suite_of
 from protocols.methods import method_of
 from runner.flags import FLAG_RANGES
-
-PARSE_ENV_NAME = {'robomimic': robomimic.parse_env_name, 'ogbench': ogbench_data.parse_env_name}
-
 
 class InvalidSettings(RunError):
     exit_code = 2  # as absl's for a flag it cannot parse
@@ -31,9 +27,8 @@ def check_settings(config):
     """Raises InvalidSettings listing every flag, agent key and combination of `config` (a resolved run config)
     that cannot run, and the environment name when it names no environment."""
     problems = flag_problems(config) + agent_problems(config.agent, config.agent_class) + combination_problems(config)
-    suite = next(name for name, matches, _ in SUITES if matches(config.env_name))
     try:
-        PARSE_ENV_NAME[suite](config.env_name)
+        suite_of(config.env_name).parse_env_name(config.env_name)
     except ValueError as error:
         problems.append(f'--env_name: {error}')
     if problems:
