@@ -89,6 +89,8 @@ def define_flags(flag_values=flags.FLAGS):
     integer('num_windows', 5, 'Timed windows after compilation (the median is reported).')
     integer('seed', 0, 'Seed of the agents, the synthetic data and the evaluation.')
     boolean('isolate', True, 'One process per update measurement: clean compile caches and memory.')
+    boolean('stock_threefry', False, 'Updates with JAX\'s own rolled Threefry lowering on the CPU (what runner/prng.py '
+            'replaces), to weigh that module.')
     lists('reference_ms', [], 'agent:size:ms or agent:size:low-high entries: the authors\' code timed here.')
     string('run_agent', 'trqam', 'The method of the main.py runs (--mode=seeds and online).')
     string('env_name', RUN_ENV, 'Environment of the main.py runs and of --mode=eval.')
@@ -171,12 +173,13 @@ def measure_updates(slug, size, dataset, dtype='float32', updates_per_call=20, n
             'metrics_finite': all(bool(np.all(np.isfinite(value))) for value in info.values())}
 
 
-def measure_isolated(slug, size, dtype, dataset_size, updates_per_call, num_windows, seed) -> dict:
+def measure_isolated(slug, size, dtype, dataset_size, updates_per_call, num_windows, seed, stock_threefry) -> dict:
     """`measure_updates` in a fresh process of this program."""
     with tempfile.TemporaryDirectory() as out_dir:
         command = [sys.executable, 'experiments/benchmark.py', '--mode=updates', f'--agents={slug}', f'--sizes={size}',
                    f'--dtypes={dtype}', f'--dataset_size={dataset_size}', f'--updates_per_call={updates_per_call}',
-                   f'--num_windows={num_windows}', f'--seed={seed}', '--noisolate', f'--out_dir={out_dir}']
+                   f'--num_windows={num_windows}', f'--seed={seed}', '--noisolate', f'--out_dir={out_dir}',
+                   f'--{"" if stock_threefry else "no"}stock_threefry']
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f'worker exited with {result.returncode}: {result.stderr.strip()[-1500:]}')
@@ -197,19 +200,20 @@ def parse_references(entries) -> dict:
 
 
 def run_benchmarks(agents, sizes, dataset_size=1_000_000, updates_per_call=20, num_windows=5, isolate=False, seed=0,
-                   log=print, references=None, dtypes=('float32',)) -> list:
+                   log=print, references=None, dtypes=('float32',), stock_threefry=False) -> list:
     """The updates record of every (size, agent, dtype); a failed one has status 'error' and a note. The
     references ({(agent, size): (low, high)} float32 ms/update) add the speed-up reference / ours."""
     for slug in agents:
         method_by_slug(slug)  # an unknown slug raises before anything is measured
-    use_unrolled_threefry_on_cpu()
+    if not stock_threefry:
+        use_unrolled_threefry_on_cpu()
     dataset = None if isolate else Dataset.create(synthetic_transitions(dataset_size, seed=seed))
     records = []
     for size, slug, dtype in itertools.product(sizes, agents, dtypes):
         log(f'[benchmark] {slug} at size {size}, {dtype} ...')
         settings = (updates_per_call, num_windows, seed)
         try:
-            record = (measure_isolated(slug, size, dtype, dataset_size, *settings) if isolate
+            record = (measure_isolated(slug, size, dtype, dataset_size, *settings, stock_threefry) if isolate
                       else measure_updates(slug, size, dataset, dtype, *settings))
         except Exception as error:  # noqa: BLE001 - report it and measure the next one
             record = {'agent': slug, 'size': size, 'compute_dtype': dtype, 'status': 'error',
@@ -486,7 +490,8 @@ def run_mode(mode: str, values, log=print) -> list:
     sizes = list(values.sizes or DEFAULT_SIZES[mode])
     if mode == 'updates':
         return run_benchmarks(values.agents, sizes, values.dataset_size, values.updates_per_call, values.num_windows,
-                              values.isolate, values.seed, log, parse_references(values.reference_ms), values.dtypes)
+                              values.isolate, values.seed, log, parse_references(values.reference_ms), values.dtypes,
+                              values.stock_threefry)
     if mode == 'eval':
         return eval_benchmark(values.eval_agents, sizes, values.env_name, values.episodes, values.workers,
                               repeats=values.repeats, seed=values.seed, log=log)
