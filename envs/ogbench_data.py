@@ -30,6 +30,7 @@ import os
 import re
 import socket
 import textwrap
+import warnings
 import zipfile
 from typing import NamedTuple
 
@@ -85,10 +86,19 @@ class ParsedEnvName:
 
 
 def _ogbench():
-    """Import ogbench lazily (this also registers its environments with gymnasium)."""
+    """Import ogbench lazily (this also registers its environments with gymnasium), quietly."""
+    quiet_environment_warnings()
     import ogbench  # noqa: PLC0415
 
     return ogbench
+
+
+def quiet_environment_warnings():
+    """Silences two warnings every environment process would print and that tell the user nothing: GLFW's
+    missing X display (offscreen rendering uses EGL or OSMesa, envs/video.py) and gymnasium's note that the
+    environments' float64 bounds are cast to their float32 spaces. Any other warning still shows."""
+    warnings.filterwarnings('ignore', message='.*DISPLAY environment variable is missing')
+    warnings.filterwarnings('ignore', message=".*Box (low|high)'s precision lowered by casting to float32")
 
 
 def is_manipulation(env_name: str) -> bool:

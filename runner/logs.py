@@ -4,12 +4,14 @@ learning-curve PNG."""
 import csv
 import json
 import os
+import sys
 import time
 from typing import Dict, Optional
 
 from runner.layout import EVAL_CSV, LEARNING_CURVE, SUCCESS_KEY, TRAIN_CSV
 
 import numpy as np
+import tqdm
 
 
 class CsvLogger:
@@ -144,6 +146,40 @@ class RunLogger:
 
     def close(self):
         self.wandb.finish()
+
+
+class Progress:
+    """A run's progress on stderr: tqdm's bar on a terminal; in a file (a cluster job's log) one plain line at
+    every `line_at(step)` step the run reports (its log steps and the ends of its phases), never a stream of
+    carriage-return updates."""
+
+    def __init__(self, name: str, total: int, initial: int, stream=None):
+        self.stream = stream or sys.stderr
+        self.name, self.total, self.step, self.success = name, total, initial, None
+        self.reported = (initial, time.time())  # the step and time of the last line
+        self.bar = (tqdm.tqdm(total=total, initial=initial, smoothing=0.1, dynamic_ncols=True, desc=name,
+                              file=self.stream) if self.stream.isatty() else None)
+
+    def update(self, steps: int, report: bool = False):
+        """`steps` more done; with `report` (a log step or a phase's end), a line in a file."""
+        self.step += steps
+        if self.bar is not None:
+            self.bar.update(steps)
+        elif report:
+            (step, seconds), now = self.reported, time.time()
+            rate, self.reported = (self.step - step) / max(now - seconds, 1e-9), (self.step, now)
+            success = '' if self.success is None else f', success {self.success:.2f}'
+            print(f'{self.name}: step {self.step}/{self.total} ({100 * self.step / max(self.total, 1):.0f}%), '
+                  f'{rate:.1f} steps/s{success}', file=self.stream, flush=True)
+
+    def set_success(self, success: float):
+        self.success = success
+        if self.bar is not None:
+            self.bar.set_postfix(success=f'{success:.2f}')
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 class Throughput:

@@ -13,14 +13,13 @@ from typing import Dict, List
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from runner import layout
 from runner.acting import OnlineCollector, evaluate, evaluation_slots
 from runner.checkpoints import Checkpointer
 from envs.env_pool import EnvPool
 from core.errors import Preempted, RunError, disk_full_message, is_disk_full
-from runner.logs import RunLogger, Throughput, plot_learning_curve, read_json, write_json
+from runner.logs import Progress, RunLogger, Throughput, plot_learning_curve, read_json, write_json
 from runner.settings import RESUME_FREE_SETTINGS, history_of_changes, recorded_settings
 from runner.state import NonFiniteState, RunState, checkpoint_bytes, save_state, settings_changes
 from runner.seed_axis import map_seeds
@@ -99,8 +98,8 @@ class SeedGroup:
             wandb = {'mode': config.wandb_mode, 'project': config.wandb_project, 'group': config.wandb_group}
             self.loggers[k] = RunLogger(run_dir, step, wandb, os.path.basename(run_dir), settings)
         name = os.path.basename(config.run_dirs[self.positions[0]])
-        self.progress = tqdm.tqdm(total=config.schedule.total_steps, initial=step, smoothing=0.1, dynamic_ncols=True,
-                                  desc=name if len(self.positions) == 1 else f'{name} (+{len(self.positions) - 1} seeds)')
+        self.progress = Progress(name if len(self.positions) == 1 else f'{name} (+{len(self.positions) - 1} seeds)',
+                                 config.schedule.total_steps, step)
 
     # Training and acting. ---------------------------------------------------------------------------------------------
 
@@ -129,7 +128,8 @@ class SeedGroup:
         Returns the state without the seeds whose metrics became non-finite."""
         schedule, step = self.config.schedule, state.step
         self.throughput.add(steps_done)
-        self.progress.update(steps_done)
+        self.progress.update(steps_done, report=schedule.logs(step) or step in (schedule.offline_steps,
+                                                                                 schedule.total_steps))
         if self.stop is not None:
             self.stop.at_once = False  # the run has progress now: a stop saves it first
         if info is not None and schedule.logs(step):
@@ -169,7 +169,7 @@ class SeedGroup:
             self.loggers[self.positions[i]].log_video(path, step)
         for k, episodes in zip(self.positions, results):
             self.loggers[k].log({f'evaluation/{key}': float(np.mean(values)) for key, values in episodes.items()}, step)
-        self.progress.set_postfix(success=f'{np.mean([episodes["success"] for episodes in results]):.2f}')
+        self.progress.set_success(float(np.mean([episodes['success'] for episodes in results])))
 
     def log_episodes(self, rows, step: int):
         for k, row in zip(self.positions, rows):
@@ -241,6 +241,7 @@ class SeedGroup:
 
     def finish(self, state: RunState):
         config = self.config
+        self.progress.close()  # the bar's line ends before the summary lines
         for k in self.positions:
             plot_learning_curve(config.run_dirs[k], config.offline_steps if config.online_steps else None)
             latest = self.loggers[k].latest(layout.SUCCESS_KEY)

@@ -44,10 +44,16 @@ def only_run_dir(save_dir):
 
 
 def test_offline_then_online_writes_logs_curve_and_checkpoint(tiny_dataset_dir, tmp_path):
-    run(main_command(tiny_dataset_dir, tmp_path, '--offline_steps=40', '--online_steps=260', '--start_training=50',
-                     '--log_interval=20', '--eval_interval=100', '--save_interval=100'))
+    result = run(main_command(tiny_dataset_dir, tmp_path, '--offline_steps=40', '--online_steps=260',
+                              '--start_training=50', '--log_interval=20', '--eval_interval=100', '--save_interval=100'))
     run_dir = only_run_dir(tmp_path)
     assert os.path.basename(run_dir) == f'fql_{TINY_ENV}_seed0'
+    # Output made for a log file (what a cluster job's is): one progress line per log step, no carriage-return
+    # updates, no warning from the environment processes; the closing line on a line of its own.
+    progress = [line for line in result.stderr.splitlines() if line.startswith(f'{os.path.basename(run_dir)}: step ')]
+    assert [line.split()[2] for line in progress] == [f'{step}/300' for step in range(20, 301, 20)]
+    assert '\r' not in result.stderr and 'warn' not in result.stderr.lower(), result.stderr
+    assert result.stdout.splitlines()[-1].startswith(f'Finished {run_dir}: step 300')
     assert_logs_match_golden(run_dir, 'fql')
     flags_json = json.load(open(os.path.join(run_dir, 'flags.json')))
     assert flags_json['env_name'] == TINY_ENV and flags_json['agent']['agent_name'] == 'fql'
