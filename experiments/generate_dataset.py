@@ -29,12 +29,13 @@ import time
 
 import numpy as np
 from absl import app, flags
+from absl import logging as absl_logging
 
 if __package__ in (None, ''):  # `python experiments/generate_dataset.py` from the repository root.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs.ogbench_data import (DEFAULT_DATASET_DIR, MANIPULATION_DATASET_TYPES, dataset_files,  # noqa: E402
-                               parse_dataset_name, task_success_report)
+                               parse_dataset_name, quiet_environment_warnings, task_success_report)
 
 GENERATABLE_FAMILIES = ('cube-single', 'cube-double', 'cube-triple', 'cube-quadruple', 'cube-octuple', 'scene',
                         'puzzle-3x3', 'puzzle-4x4', 'puzzle-4x5', 'puzzle-4x6')
@@ -221,6 +222,7 @@ def generate(env_name, num_episodes=None, dataset_dir=DEFAULT_DATASET_DIR, seed=
     family, dataset_type, version, dataset_name = parse_dataset_name(env_name, dataset_type)
     check_generatable(family, dataset_type)
     num_episodes, num_val_episodes = episode_counts(family, num_episodes, num_val_episodes, max_episode_steps)
+    quiet_environment_warnings()
     import gymnasium
     import ogbench.manipspace  # noqa: F401 - registers the environments
     from tqdm import tqdm
@@ -235,7 +237,8 @@ def generate(env_name, num_episodes=None, dataset_dir=DEFAULT_DATASET_DIR, seed=
                          max_episode_steps=int(max_episode_steps), visualize_info=False)
     total = num_episodes + num_val_episodes
     try:
-        with tqdm(total=total, desc=dataset_name, unit='ep', disable=not progress) as bar:
+        # A bar on a terminal only: in a log file its carriage-return updates would be noise (the summary follows).
+        with tqdm(total=total, desc=dataset_name, unit='ep', disable=not (progress and sys.stderr.isatty())) as bar:
             episodes, num_unhealthy, seconds = collect_episodes(env, collection, total, seed, bar)
     finally:
         env.close()
@@ -291,6 +294,7 @@ def _define_flags():
 
 
 def main(_):
+    absl_logging.set_verbosity(absl_logging.WARNING)  # dm_control logs its OpenGL backend choice at INFO
     settings = ('num_episodes', 'dataset_dir', 'seed', 'num_val_episodes', 'max_episode_steps', 'noise',
                 'noise_smoothing', 'min_norm', 'p_random_action', 'dataset_type', 'progress', 'report')
     generate(flags.FLAGS.env_name, **{name: flags.FLAGS[name].value for name in settings})
