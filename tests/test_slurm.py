@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from core.errors import EXIT_PREEMPTED
 from tests.conftest import REPO_ROOT, assert_same_logs
 
 START_SCRIPT = os.path.join('tests', 'slurm', 'start_slurm.sh')
@@ -127,7 +128,10 @@ def test_two_stage_sweep_with_preemptions_equals_the_local_sweep(slurm, tmp_path
 
     generate('scene-play-v0', num_episodes=3, dataset_dir=data_dir, seed=0, num_val_episodes=1, max_episode_steps=201,
              progress=False, verbose=False)
-    env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'WANDB_MODE': 'disabled', 'MPLBACKEND': 'Agg'}
+    # The SLURM tasks get this environment too (sbatch exports it); one compilation cache for every main.py (CI
+    # gives one already) spares the resumed runs and the local ones compiling again.
+    env = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'), **os.environ, 'JAX_PLATFORMS': 'cpu',
+           'WANDB_MODE': 'disabled', 'MPLBACKEND': 'Agg'}
     # The same sweep with the local launcher, alongside.
     local = subprocess.Popen(_sweep_command(data_dir, tmp_path / 'local', '--launcher=local', '--max_workers=1'),
                              cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -164,7 +168,9 @@ def test_two_stage_sweep_with_preemptions_equals_the_local_sweep(slurm, tmp_path
     logs = {name: (slurm_dir / 'logs' / name).read_text() for name in os.listdir(slurm_dir / 'logs')}
     for method, task in tasks.items():
         (log,) = [text for name, text in logs.items() if name.endswith(f'_{task}.out')]
-        assert '(restart 1)' in log, log[-3000:]
+        # One log for both runs, in order: the first, main.py's exit with EXIT_PREEMPTED, the resumed run.
+        assert log.index('(restart 0)') < log.index(f'(status {EXIT_PREEMPTED})') < log.index('(restart 1)'), \
+            log[-3000:]
         resumed = re.search(r'Resuming from step (\d+)', log)
         assert resumed and watch.signalled[task] <= int(resumed.group(1)) < OFFLINE_STEPS, log[-3000:]
 
