@@ -68,7 +68,7 @@ def _tasks(job_ids) -> dict:
     result = subprocess.run(['squeue', '--noheader', '--array', '--states=all', f'--jobs={",".join(job_ids)}',
                              '--format=%i|%T|%r'], capture_output=True, text=True, check=True)
     return {task: (state, reason) for task, state, reason in
-            (line.split('|') for line in result.stdout.split())}
+            (line.split('|') for line in result.stdout.splitlines())}
 
 
 def _logged_steps(run_dir):
@@ -133,8 +133,10 @@ def test_two_stage_sweep_with_preemptions_equals_the_local_sweep(slurm, tmp_path
     env = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'), **os.environ, 'JAX_PLATFORMS': 'cpu',
            'WANDB_MODE': 'disabled', 'MPLBACKEND': 'Agg'}
     # The same sweep with the local launcher, alongside.
-    local = subprocess.Popen(_sweep_command(data_dir, tmp_path / 'local', '--launcher=local', '--max_workers=1'),
-                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    local_output = tmp_path / 'local_sweep.out'
+    with open(local_output, 'w') as output:
+        local = subprocess.Popen(_sweep_command(data_dir, tmp_path / 'local', '--launcher=local', '--max_workers=1'),
+                                 cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
 
     save_dir, slurm_dir = tmp_path / 'slurm_runs', tmp_path / 'slurm'
     subprocess.run(_sweep_command(data_dir, save_dir, *SLURM_FLAGS, f'--slurm_dir={slurm_dir}'), cwd=REPO_ROOT,
@@ -150,8 +152,7 @@ def test_two_stage_sweep_with_preemptions_equals_the_local_sweep(slurm, tmp_path
              if f'--agent=agents/{method.lower()}.py' in command}
     watch = Watch(bc_ids, rl_id, tasks, {method: str(save_dir / name) for method, name in run_names.items()})
     final = watch.wait()
-    local_output, _ = local.communicate(timeout=TIMEOUT)
-    assert local.returncode == 0, local_output[-3000:]
+    assert local.wait(timeout=TIMEOUT) == 0, local_output.read_text()[-3000:]
 
     # Every task ended well, and no stage-2 task ran before every stage-1 task had ended.
     assert set(final) == {f'{bc_ids[0]}_0', f'{rl_id}_0', f'{rl_id}_1'}
