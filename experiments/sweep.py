@@ -488,12 +488,15 @@ SBATCH_TEMPLATE = """#!/bin/bash
 #SBATCH --cpus-per-task={cpus}
 #SBATCH --mem={mem}
 #SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --signal=B:USR1@{signal_seconds}
 {extra}
 # {stage_doc}
 # Task i runs line i + 1 of {commands_file}. On SIGTERM (preemption) or USR1 (sent before the time limit)
 # main.py saves a checkpoint and exits with status {exit_preempted}; the task is then requeued, runs the same
-# command again and main.py resumes from that checkpoint.
+# command again and main.py resumes from that checkpoint; each run appends to the task's log (--open-mode).
+# SLURM sends TERM to every process of the job itself (preemption, time limit, scancel), so this shell forwards only
+# USR1, which reaches it alone: a forwarded TERM would be main.py's second signal, which stops it without saving.
 set -u
 cd {repo_root}
 {setup}
@@ -504,7 +507,7 @@ stop_child() {{
   kill -"$1" "$CHILD" 2>/dev/null
 }}
 trap 'stop_child USR1' USR1
-trap 'stop_child TERM' TERM
+trap 'echo "[$(date)] TERM: main.py saves and stops"' TERM
 bash -c "exec $COMMAND" &
 CHILD=$!
 while true; do
