@@ -56,7 +56,7 @@ from experiments.sweep import check_costs, format_value  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ('updates', 'seeds', 'eval', 'online')
-DEFAULT_SIZES = {'updates': ('paper', 'small'), 'seeds': ('small', 'paper'), 'eval': ('paper',), 'online': ('small',)}
+DEFAULT_SIZES = {'updates': ('paper', 'small'), 'seeds': ('small', 'paper'), 'eval': ('paper',), 'online': ('small', 'paper')}
 HORIZON = 5
 RUN_ENV = 'cube-double-play-singletask-task1-v0'
 # --mode=seeds: main.py settings of the small full run at each size, and the seed counts compared.
@@ -69,8 +69,9 @@ RUN_SETTINGS = {
                  log_interval=10),
 }
 SEED_COUNTS = {'small': (1, 2, 4, 8), 'paper': (1, 2, 4), 'tiny': (1, 2)}
-# --mode=online: main.py settings of each ordering of acting and updating (today's loop acts, then updates).
-ORDERINGS = {'sequential': {}}
+# --mode=online: main.py settings of each ordering of acting and updating: strictly one after the other, or the
+# environments stepping while the previous update runs (main.py's default).
+ORDERINGS = {'serial': {'overlap_updates': False}, 'overlapped': {'overlap_updates': True}}
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -406,6 +407,9 @@ def online_benchmark(sizes, slug, dataset_dir, env_name=RUN_ENV, work_dir=None, 
             records.append({'agent': slug, 'size': size, 'ordering': ordering, 'loop_ms_per_step': loop_ms,
                             'env_ms_per_step': env_ms, 'update_ms': update_ms, 'bound_ms': bound_ms,
                             'sum_ms': env_ms + update_ms, 'bound_over_loop': bound_ms / loop_ms})
+    serial_ms = {record['size']: record['loop_ms_per_step'] for record in records if record['ordering'] == 'serial'}
+    for record in records:  # each ordering's steps per second over the serial loop's, from the same run
+        record['speedup_over_serial'] = serial_ms.get(record['size'], float('nan')) / record['loop_ms_per_step']
     return records
 
 

@@ -159,12 +159,17 @@ class OnlineCollector:
     def _reset_seed(self, k, episode_index):
         return episode_seed(self.seeds[k], ONLINE_RESETS, episode_index)
 
+    @staticmethod
+    def draws_chunks(acting: Sequence[SeedActing]) -> bool:
+        """Whether the next `step` draws new chunks: some seed has no action left of its current chunk."""
+        return any(not seed.queue for seed in acting)
+
     def step(self, agents, act_keys, step: int, acting: Sequence[SeedActing], random_actions: bool):
         """Plays step `step` in every environment. A seed whose chunk is used up draws the next one with
         `fold_in(act_keys[k], step)` (one batched call for all seeds), or, with `random_actions`, one uniform
         action in [-1, 1]. Returns (transitions stacked on the seed axis, rows, acting state)."""
         queues = [list(seed.queue) for seed in acting]
-        if any(not queue for queue in queues):
+        if self.draws_chunks(acting):
             if random_actions:
                 for k, queue in enumerate(queues):
                     if not queue:
@@ -176,15 +181,19 @@ class OnlineCollector:
                     if not queue:
                         queue.extend(chunks[k].reshape(-1, self.action_dim))
         actions = [queue.pop(0) for queue in queues]
-        results = self.pool.step({env: actions[k] for k, env in enumerate(self.envs)})
-        transitions, rows, resets, next_acting = [], [], {}, []
-        for k, env in enumerate(self.envs):
-            result = results[env]
-            reward = float(sparse_rewards(result.reward)) if self.sparse else result.reward
-            transitions.append(dict(observations=self.observations[k], actions=actions[k], rewards=reward,
-                                    masks=1.0 - float(result.terminated), terminals=float(result.done),
-                                    next_observations=result.observation))
-            self.returns[k] += reward
+        answers = self.pool.step(dict(zip(self.envs, actions)))
+        results = [answers[env] for env in self.envs]
+        rewards = [result.reward for result in results]
+        rewards = [float(reward) for reward in sparse_rewards(rewards)] if self.sparse else rewards
+        transitions = dict(
+            observations=np.asarray(self.observations, np.float32), actions=np.asarray(actions, np.float32),
+            rewards=np.asarray(rewards, np.float32),
+            masks=np.asarray([1.0 - float(result.terminated) for result in results], np.float32),
+            terminals=np.asarray([float(result.done) for result in results], np.float32),
+            next_observations=np.asarray([result.observation for result in results], np.float32))
+        rows, resets, next_acting = [], {}, []
+        for k, (env, result) in enumerate(zip(self.envs, results)):
+            self.returns[k] += rewards[k]
             self.observations[k] = result.observation
             episode_index, row = acting[k].episode_index, None
             if result.done:
@@ -196,8 +205,7 @@ class OnlineCollector:
         if resets:
             for env, observation in self.pool.reset(resets).items():
                 self.observations[self.envs.index(env)] = observation
-        stacked = {key: np.stack([np.asarray(t[key], np.float32) for t in transitions]) for key in TRANSITION_KEYS}
-        return stacked, rows, next_acting
+        return transitions, rows, next_acting
 
     def drop(self, positions: Sequence[int]):
         """Stops playing the seeds at `positions` (a diverged seed leaves the group)."""

@@ -36,6 +36,14 @@ class Schedule:
             stops.append(((step + 1) // self.shard_interval + 1) * self.shard_interval - 1)
         return min(stops)
 
+    def next_event(self, step: int) -> int:
+        """The first step after `step` that logs, evaluates or saves (or the run's last): between two such
+        steps the online loop only acts and updates."""
+        intervals = (self.log_interval, self.eval_interval, self.save_interval)
+        events = [self.total_steps] + [(step // interval + 1) * interval for interval in intervals if interval > 0]
+        events += [end for end in (self.offline_steps,) if end > step]
+        return min(events)
+
     def logs(self, step: int) -> bool:
         return is_due(step, self.log_interval)
 

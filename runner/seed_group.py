@@ -123,6 +123,11 @@ class SeedGroup:
         self.collector.start(state.acting, [state.online_transitions(i) for i in range(state.num_seeds)])
         return self.collector
 
+    def has_progress(self):
+        """From now on the run has progress that a stop saves first."""
+        if self.stop is not None:
+            self.stop.at_once = False
+
     def after_step(self, state: RunState, info, phase_name: str, steps_done: int) -> RunState:
         """Logging and evaluation due at `state.step`; `info` is None while no update has run in this phase.
         Returns the state without the seeds whose metrics became non-finite."""
@@ -130,8 +135,7 @@ class SeedGroup:
         self.throughput.add(steps_done)
         self.progress.update(steps_done, report=schedule.logs(step) or step in (schedule.offline_steps,
                                                                                  schedule.total_steps))
-        if self.stop is not None:
-            self.stop.at_once = False  # the run has progress now: a stop saves it first
+        self.has_progress()
         if info is not None and schedule.logs(step):
             metrics = jax.device_get(info)
             rate = self.throughput.rate()

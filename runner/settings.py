@@ -23,7 +23,7 @@ from runner.validation import InvalidSettings, check_settings
 # Flags that name where a run lives, how it is grouped or how it reports, not what it computes: a resume may
 # change them. 'protocol' itself is free because every value it sets is recorded and compared.
 RESUME_FREE_FLAGS = ('save_dir', 'run_name', 'wandb_mode', 'wandb_project', 'wandb_group', 'allow_config_change',
-                     'debug', 'seeds', 'protocol', 'eval_workers', 'eval_envs', 'video_episodes')
+                     'debug', 'seeds', 'protocol', 'eval_workers', 'eval_envs', 'video_episodes', 'overlap_updates')
 # What flags.json records beyond the flags, derived or a history, not compared either.
 RESUME_FREE_SETTINGS = RESUME_FREE_FLAGS + ('config_changes', 'protocol_settings')
 # Flags a BC pre-training run does not use. It records their defaults, so that every method's command (and

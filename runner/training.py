@@ -1,6 +1,7 @@
 """The jitted training steps shared by every agent and phase: sample chunked batches on the device and
 update, `num_updates` times in one `lax.scan`, so the accelerator never waits for Python."""
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import jax
@@ -74,3 +75,35 @@ def train_seeds(agents, offline, online, data_keys, first_step, *, num_updates, 
 def add_transitions(online, transitions):
     """Appends one transition per seed to the seeds' online buffers (stacked; donated)."""
     return map_seeds(add_transition.__wrapped__, in_axes=(0, 0))(online, transitions)
+
+
+class UpdatesInFlight:
+    """The online phase's updates, one call at a time: with `overlap`, on a worker thread, so that the caller
+    steps the environments while an update runs; without, at once in the caller's thread (strictly serial).
+    Either way the same calls run in the same order on the same inputs, so the results are identical.
+
+    The thread is what makes the overlap: XLA:CPU runs a program whose inputs are ready on the calling thread,
+    to the end, before the call returns (it releases the GIL meanwhile); on accelerators the call returns at
+    once anyway and the thread only hands it over.
+    """
+
+    def __init__(self, overlap: bool):
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix='updates') if overlap else None
+        self._pending = None  # a Future, or the result of the serial call
+
+    def start(self, function, *args):
+        """Starts `function(*args)`; the result of the previous call must have been taken with `result`."""
+        assert self._pending is None, 'the previous update\'s result was not taken'
+        self._pending = self._executor.submit(function, *args) if self._executor else function(*args)
+
+    def result(self, *otherwise):
+        """The result of the call in flight once it is done (its exception, if it raised), else `otherwise`."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return otherwise
+        return pending.result() if self._executor else pending
+
+    def close(self):
+        """Waits for the call in flight, whose result is dropped, and ends the thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)

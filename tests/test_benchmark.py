@@ -132,11 +132,11 @@ def test_online_mode_reads_the_loop_rate_of_main_py_s_online_rows(tmp_path, monk
               '10,offline,900\\n16,online,3\\n24,online,50\\n32,online,40\\n40,online,60\\n")')
     monkeypatch.setattr(benchmark, 'main_command', _stub_main(script))
     (record,) = benchmark.online_benchmark(['tiny'], 'bc', str(tmp_path), TINY_ENV, str(tmp_path), online_steps=20,
-                                           **QUIET)
-    assert record['ordering'] == 'sequential' and record['loop_ms_per_step'] == pytest.approx(20.0)
+                                           orderings=['serial'], **QUIET)
+    assert record['ordering'] == 'serial' and record['loop_ms_per_step'] == pytest.approx(20.0)
     assert record['env_ms_per_step'] > 0 and record['update_ms'] > 0
     assert record['bound_ms'] == max(record['env_ms_per_step'], record['update_ms'])
-    assert '| bc | tiny | sequential | 20 |' in benchmark.mode_table('online', [record])
+    assert '| bc | tiny | serial | 20 |' in benchmark.mode_table('online', [record])
     settings = benchmark.online_settings(40)
     assert settings['start_training'] < settings['log_interval'] < settings['online_steps']  # rows after updates
 
