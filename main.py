@@ -46,7 +46,7 @@ from runner.seed_group import SeedGroup, TrainingDiverged
 from runner.settings import check_resume, describe, resolve_config
 from runner.signals import StopSignals, rerun_hint
 from runner.state import RunState, load_flow_params, online_buffers, restore_state
-from runner.training import UpdatesInFlight, add_transitions
+from runner.training import DeferredUpdate, add_transitions
 from runner.validation import InvalidSettings, agent_file_problem, agent_keys_help, unknown_agent_keys
 
 FLAGS = flags.FLAGS
@@ -195,44 +195,42 @@ def online_phase(state: RunState, data, run: SeedGroup, end_step: int = None) ->
     seed's environment, every transition into its replay buffer, `utd_ratio` updates per step once
     `start_training` steps are in. The offline part of the buffers keeps rotating through the shards.
 
-    With --overlap_updates the environments play step t + 1 while the update of step t runs, wherever the action
-    is already known (inside a chunk, or random): a chunk is drawn with the updated policy and a transition joins
-    the buffers after the update that precedes it, so the updates, buffers, logs and checkpoints are those of the
-    strictly serial loop. Logging, evaluation, saving and progress happen only at the schedule's events."""
+    With --overlap_updates the update of step t runs while the environments play step t + 1, in worker processes,
+    wherever that step's action is already known (inside a chunk, or random); a chunk is drawn with the updated
+    policy. The updates see the same buffers in the same order as in the strictly serial loop, so logs, checkpoints
+    and buffers are the same. Logging, evaluation, saving and progress happen only at the schedule's events."""
     config, schedule = run.config, run.config.schedule
     end_step = schedule.total_steps if end_step is None else end_step
     if state.step >= end_step:
         return state
     if state.step == schedule.offline_steps:
         state = dataclasses.replace(state, agents=run.start_online(state.agents))
-    collector, updates = run.online_collector(state), UpdatesInFlight(config.overlap_updates)
+    collector, update = run.online_collector(state), DeferredUpdate(defer=config.overlap_updates)
     run.has_progress()
     info, reported = None, state.step  # the latest update's metrics; the step of the latest event
     event = min(schedule.next_event(reported), end_step)
-    try:
-        while state.step < end_step:
-            step, online_step = state.step + 1, state.step + 1 - schedule.offline_steps
-            random_actions = config.balanced_sampling and online_step < config.start_training
-            if collector.draws_chunks(state.acting) and not random_actions:
-                state, info = updates.result(state, info)  # the next chunk comes from the updated policy
-            transitions, rows, acting = collector.step(state.agents, run.act_keys, step, state.acting, random_actions)
-            state, info = updates.result(state, info)  # the transition joins the buffers after the update
-            state = dataclasses.replace(state, online=add_transitions(state.online, transitions), step=step,
-                                        acting=tuple(acting))
-            run.log_episodes(rows, step)
-            if online_step >= config.start_training:
-                updates.start(run.train, state, data.dataset_for(step), step * config.utd_ratio, config.utd_ratio,
-                              state.online)
-            if step == event or run.stop_requested:
-                state, info = updates.result(state, info)
-                state, reported = run.after_step(state, info, 'online', step - reported), step
-                event = min(schedule.next_event(step), end_step)
-                if schedule.saves(step):
-                    state = run.save(state)
-                if run.stop_requested and step < schedule.total_steps:
-                    run.stop_here(state)
-    finally:
-        updates.close()
+    while state.step < end_step:
+        step, online_step = state.step + 1, state.step + 1 - schedule.offline_steps
+        random_actions = config.balanced_sampling and online_step < config.start_training
+        if collector.draws_chunks(state.acting) and not random_actions:
+            state, info = update.result(state, info)  # the next chunk comes from the updated policy
+        collector.start_step(state.agents, run.act_keys, step, state.acting, random_actions)
+        state, info = update.result(state, info)  # while the environments step
+        transitions, rows, acting = collector.finish_step(state.acting)
+        state = dataclasses.replace(state, online=add_transitions(state.online, transitions), step=step,
+                                    acting=tuple(acting))
+        run.log_episodes(rows, step)
+        if online_step >= config.start_training:
+            update.add(run.train, state, data.dataset_for(step), step * config.utd_ratio, config.utd_ratio,
+                       state.online)
+        if step == event or run.stop_requested:
+            state, info = update.result(state, info)
+            state, reported = run.after_step(state, info, 'online', step - reported), step
+            event = min(schedule.next_event(step), end_step)
+            if schedule.saves(step):
+                state = run.save(state)
+            if run.stop_requested and step < schedule.total_steps:
+                run.stop_here(state)
     return state
 
 

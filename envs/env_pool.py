@@ -119,7 +119,7 @@ class EnvPool:
     `render` are made with rendering on (for videos)."""
 
     def __init__(self, make_env: Callable, num_envs: int, num_workers: int = 0, render: Sequence[int] = ()):
-        self.num_envs = num_envs
+        self.num_envs, self._started = num_envs, None
         render = tuple(render)
         if num_workers <= 0:
             self.local, self.workers = _Environments(make_env, range(num_envs), render), []
@@ -156,16 +156,33 @@ class EnvPool:
         self._send(self.owner[index], 'record', (index, video_path))
         return self._answer(self.owner[index])
 
+    def start_step(self, actions: Dict[int, np.ndarray]):
+        """`step` in two halves: the workers start stepping, and the caller is free until `finish_step`, which
+        waits for their results (without workers, the step happens here, at once)."""
+        assert self._started is None, 'finish_step was not called'
+        self._started = self._request('step', actions)
+
+    def finish_step(self) -> Dict[int, StepResult]:
+        started, self._started = self._started, None
+        return self._collect(started)
+
     def _call(self, command: str, requests: Dict[int, object]):
+        return self._collect(self._request(command, requests))
+
+    def _request(self, command: str, requests: Dict[int, object]):
+        """Sends every worker its share of `requests`: (results so far, workers to wait for)."""
         if self.local is not None:
-            return getattr(self.local, command)(requests)
+            return getattr(self.local, command)(requests), []
         by_worker: Dict[int, Dict[int, object]] = {}
         for index, value in requests.items():
             by_worker.setdefault(self.owner[index], {})[index] = value
         for worker, share in by_worker.items():
             self._send(worker, command, (share,))
-        results = {}
-        for worker in by_worker:
+        return {}, list(by_worker)
+
+    def _collect(self, requested):
+        results, workers = requested
+        for worker in workers:
             results.update(self._answer(worker))
         return results
 

@@ -134,6 +134,7 @@ class OnlineCollector:
         self.pool, self.seeds, self.action_dim, self.sparse = pool, list(seeds), action_dim, sparse
         self.envs = list(range(len(seeds)))
         self.observations, self.returns = None, None
+        self.actions, self.queues = None, None  # of the step started and not finished
 
     def start(self, acting: Sequence[SeedActing], online: Sequence[Optional[Dict[str, np.ndarray]]]):
         """`online[k]`: seed k's online transitions so far (None before the first)."""
@@ -165,9 +166,14 @@ class OnlineCollector:
         return any(not seed.queue for seed in acting)
 
     def step(self, agents, act_keys, step: int, acting: Sequence[SeedActing], random_actions: bool):
-        """Plays step `step` in every environment. A seed whose chunk is used up draws the next one with
-        `fold_in(act_keys[k], step)` (one batched call for all seeds), or, with `random_actions`, one uniform
-        action in [-1, 1]. Returns (transitions stacked on the seed axis, rows, acting state)."""
+        """Plays step `step` in every environment: `start_step`, then `finish_step`."""
+        self.start_step(agents, act_keys, step, acting, random_actions)
+        return self.finish_step(acting)
+
+    def start_step(self, agents, act_keys, step: int, acting: Sequence[SeedActing], random_actions: bool):
+        """Starts step `step` in every environment. A seed whose chunk is used up draws the next one with
+        `fold_in(act_keys[k], step)` (one batched call for all seeds; `agents` are read only then), or, with
+        `random_actions`, one uniform action in [-1, 1]."""
         queues = [list(seed.queue) for seed in acting]
         if self.draws_chunks(acting):
             if random_actions:
@@ -180,8 +186,14 @@ class OnlineCollector:
                 for k, queue in enumerate(queues):
                     if not queue:
                         queue.extend(chunks[k].reshape(-1, self.action_dim))
-        actions = [queue.pop(0) for queue in queues]
-        answers = self.pool.step(dict(zip(self.envs, actions)))
+        self.actions = [queue.pop(0) for queue in queues]
+        self.queues = queues
+        self.pool.start_step(dict(zip(self.envs, self.actions)))
+
+    def finish_step(self, acting: Sequence[SeedActing]):
+        """The started step's results: (transitions stacked on the seed axis, each seed's summary row of an episode
+        that ended or None, acting state after the step). An ended episode's next one is reset at once."""
+        answers, actions, queues = self.pool.finish_step(), self.actions, self.queues
         results = [answers[env] for env in self.envs]
         rewards = [result.reward for result in results]
         rewards = [float(reward) for reward in sparse_rewards(rewards)] if self.sparse else rewards

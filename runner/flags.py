@@ -61,8 +61,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS, agent: bool = True
     integer('utd_ratio', 1, 'Online gradient updates per environment step (one scanned call).')
     boolean('balanced_sampling', False, 'Online batches half offline data, half online transitions, and '
             'uniform random actions before --start_training (the authors\' option).')
-    boolean('overlap_updates', True, 'Online, step the environments while the previous update runs wherever the '
-            'action is already known (same results; false: strictly one after the other).')
+    boolean('overlap_updates', False, 'Online, run each update while the environments (in a worker process) play '
+            'the next step, wherever its action is already known; the same results. No faster on a 2-core CPU, '
+            'where the update already uses both cores (README, Speed).')
     integer('steps_per_call', 100, 'Offline updates per jitted call.')
     integer('log_interval', 5000, 'Steps between training-metric rows.')
     integer('eval_interval', 50_000, 'Steps between evaluations (also at the end of each phase; 0: only '

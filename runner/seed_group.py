@@ -118,7 +118,10 @@ class SeedGroup:
 
     def online_collector(self, state: RunState) -> OnlineCollector:
         """The seeds' environments where the run stands (a resumed run replays the current episodes)."""
-        self.online_pool = EnvPool(self.make_env, len(self.positions), workers_for(len(self.positions)))
+        workers = workers_for(len(self.positions))
+        if self.config.overlap_updates:  # the environments step in another process while this one updates
+            workers = max(workers, 1)
+        self.online_pool = EnvPool(self.make_env, len(self.positions), workers)
         self.collector = OnlineCollector(self.online_pool, self.seeds, self.action_dim, self.config.sparse)
         self.collector.start(state.acting, [state.online_transitions(i) for i in range(state.num_seeds)])
         return self.collector

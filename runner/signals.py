@@ -6,8 +6,8 @@ process's life:
   nothing unsaved (`StopSignals.at_once`: before its first step, e.g. while it compiles), the process ends at once;
   nothing of the run is lost, because the same command resumes from its latest checkpoint, or starts afresh;
 - later, the first signal only sets `received`: the training loop finishes the jitted call in flight, saves a
-  checkpoint at the next point where it can resume exactly (offline: at once; online: at the end of the current
-  episode) and stops. A second signal ends the process at once; its latest checkpoint stays intact.
+  checkpoint where it stands (offline: after that call; online: after the current environment step, from which a
+  resumed run replays the episode's actions) and stops. A second signal ends the process at once; its latest checkpoint stays intact.
 """
 
 import os

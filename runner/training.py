@@ -1,7 +1,6 @@
 """The jitted training steps shared by every agent and phase: sample chunked batches on the device and
 update, `num_updates` times in one `lax.scan`, so the accelerator never waits for Python."""
 
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import jax
@@ -77,33 +76,32 @@ def add_transitions(online, transitions):
     return map_seeds(add_transition.__wrapped__, in_axes=(0, 0))(online, transitions)
 
 
-class UpdatesInFlight:
-    """The online phase's updates, one call at a time: with `overlap`, on a worker thread, so that the caller
-    steps the environments while an update runs; without, at once in the caller's thread (strictly serial).
-    Either way the same calls run in the same order on the same inputs, so the results are identical.
 
-    The thread is what makes the overlap: XLA:CPU runs a program whose inputs are ready on the calling thread,
-    to the end, before the call returns (it releases the GIL meanwhile); on accelerators the call returns at
-    once anyway and the thread only hands it over.
+class DeferredUpdate:
+    """The online phase's update of a step, run when its result is first wanted: with `defer`, the caller starts
+    the environments' next step in their worker processes first, so that the two run at the same time; without,
+    at once (strictly serial). The same calls run in the same order on the same inputs either way.
+
+    (XLA:CPU runs a program whose inputs are ready on the calling thread before the call returns, and a thread
+    of this process would share the GIL with the environments' Python; the worker processes share nothing.)
     """
 
-    def __init__(self, overlap: bool):
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix='updates') if overlap else None
-        self._pending = None  # a Future, or the result of the serial call
+    def __init__(self, defer: bool):
+        self.defer = defer
+        self._call = self._result = None
 
-    def start(self, function, *args):
-        """Starts `function(*args)`; the result of the previous call must have been taken with `result`."""
-        assert self._pending is None, 'the previous update\'s result was not taken'
-        self._pending = self._executor.submit(function, *args) if self._executor else function(*args)
+    def add(self, function, *args):
+        """`function(*args)`, now or (deferred) when `result` is next called; the previous result must be taken."""
+        assert self._call is None and self._result is None, 'the previous update\'s result was not taken'
+        if self.defer:
+            self._call = (function, args)
+        else:
+            self._result = function(*args)
 
     def result(self, *otherwise):
-        """The result of the call in flight once it is done (its exception, if it raised), else `otherwise`."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return otherwise
-        return pending.result() if self._executor else pending
-
-    def close(self):
-        """Waits for the call in flight, whose result is dropped, and ends the thread."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        """The update's result (running it now if it was deferred), or `otherwise` when there is none."""
+        if self._call is not None:
+            (function, args), self._call = self._call, None
+            return function(*args)
+        result, self._result = self._result, None
+        return otherwise if result is None else result

@@ -78,17 +78,16 @@ def test_overlapped_run_stopped_mid_chunk_resumes_to_the_serial_run(tiny_dataset
     run without a stop does."""
     changes = dict(horizon_length=5, seeds=['0', '1'])
     serial = serial_run(tiny_dataset_dir, tmp_path / 'serial', **changes)
-    stop, play = StopSignals(), OnlineCollector.step
+    stop, start_step = StopSignals(), OnlineCollector.start_step
     stop_step = OFFLINE_STEPS + 43
 
-    def step_then_signal(collector, agents, act_keys, step, acting, random_actions):
-        played = play(collector, agents, act_keys, step, acting, random_actions)
+    def start_then_signal(collector, agents, act_keys, step, acting, random_actions):
+        start_step(collector, agents, act_keys, step, acting, random_actions)
         if step == stop_step:
             assert [len(seed.queue) for seed in acting] == [3, 3]  # the middle of the chunk
             stop.received = 'SIGTERM'
-        return played
 
-    monkeypatch.setattr(OnlineCollector, 'step', step_then_signal)
+    monkeypatch.setattr(OnlineCollector, 'start_step', start_then_signal)
     values = flag_values(tiny_dataset_dir, tmp_path / 'resumed', overlap_updates=True, **changes)
     with pytest.raises(Preempted):
         main.train(values, tiny_fql(), stop)
