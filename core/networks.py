@@ -176,7 +176,8 @@ class FourierFeatures(nn.Module):
     @nn.compact
     def __call__(self, times):
         kernel = self.param('kernel', nn.initializers.normal(0.2), (self.size // 2, times.shape[-1]), jnp.float32)
-        angles = 2.0 * jnp.pi * times.astype(jnp.float32) @ kernel.T
+        # t W^T as a float32 elementwise sum whatever the compute dtype: the angles reach tens of radians.
+        angles = 2.0 * jnp.pi * jnp.sum(times.astype(jnp.float32)[..., None, :] * kernel, axis=-1)
         return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
 
 
@@ -200,4 +201,4 @@ class NoisePredictor(nn.Module):
         features = MLP(self.hidden_dims, dtype=self.dtype, activation=mish)(features)
         features = jnp.broadcast_to(features, (*actions.shape[:-1], features.shape[-1]))
         mlp = MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm, dtype=self.dtype, activation=mish)
-        return mlp([actions, observations, features.astype(actions.dtype)]).astype(jnp.float32)
+        return mlp([actions, observations, features]).astype(jnp.float32)

@@ -93,10 +93,13 @@ class Method:
     def protocol_settings(self, env_name: str, protocol: str, dataset_dir: Optional[str] = None) -> Dict[str, object]:
         """Everything `protocol` sets for this method on `env_name`: main.py flags by name and agent config
         keys as 'agent.KEY'. main.py applies those the user did not set; the sweep reads the same."""
-        protocol_flags = domains.get_protocol(protocol).run_flags(env_name, dataset_dir)
-        method_flags = self.run_flags if domains.get_protocol(protocol).paper_settings else {}
-        return {**protocol_flags, **method_flags,
+        return {**domains.get_protocol(protocol).run_flags(env_name, dataset_dir), **self.flags_under(protocol),
                 **{f'agent.{key}': value for key, value in self.overrides(env_name, protocol).items()}}
+
+    def flags_under(self, protocol: str) -> Dict[str, object]:
+        """The method's own main.py flags (`run_flags`) under `protocol`: those of a paper's protocol, none under
+        'none' (only the flags and the agent config)."""
+        return dict(self.run_flags) if domains.get_protocol(protocol).paper_settings else {}
 
     def describes(self, config: Mapping) -> bool:
         """Whether an agent config (a dict) is this method."""
