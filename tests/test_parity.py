@@ -154,7 +154,7 @@ def test_replays_the_authors_agent(name):
         assert_close(info[our_key], recording[f'metric/{their_key}'], our_key)
     assert_gradients_close({n[len('modules_'):]: tree for n, tree in grads.items()}, mapped(recording, 'grad', spec, ours))
 
-    for step in range(specs.UPDATES):
+    for step in range(spec.updates):
         with injected_draws(recording, f'update{step}'):
             agent, _ = agent.update(batch)
     params = {n[len('modules_'):]: tree for n, tree in agent.network.params.items()}

@@ -185,9 +185,10 @@ def record(name):
         out.update(draws_record('draws/loss', log))
         out.update({f'metric/{key}': np.asarray(value) for key, value in info.items()})
         out.update({key: value for module in spec.modules for key, value in flat(f'grad/{module}', grads[f'modules_{module}']).items()})
-        for step in range(specs.UPDATES):
+        for step in range(spec.updates):
+            kwargs = {} if spec.full_update_every is None else dict(full_update=(step + 1) % spec.full_update_every == 0)
             with logged_draws() as log:
-                agent, _ = agent.update(theirs, **spec.update_kwargs)
+                agent, _ = agent.update(theirs, **kwargs)
             out.update(draws_record(f'draws/update{step}', log))
         with logged_draws() as log:
             actions = agent.sample_actions(theirs['observations'], rng=jax.random.PRNGKey(1))

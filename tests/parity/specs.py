@@ -14,7 +14,7 @@ OBS_DIM, ACTION_DIM, HORIZON = 5, 2, 2
 HIDDEN_DIMS = (16, 16)
 NUM_QS, BATCH, FLOW_STEPS = 2, 8, 3
 SEED = 0  # of the authors' agent (its initial parameters and rng) and of the batch
-UPDATES = 1  # updates replayed after the loss's gradients
+UPDATES = 1  # updates replayed after the loss's gradients, by default
 
 # The settings both implementations share, under both sets of names (the authors': agent.X of their main.py).
 SHARED = dict(actor_hidden_dims=HIDDEN_DIMS, value_hidden_dims=HIDDEN_DIMS, num_qs=NUM_QS, batch_size=BATCH,
@@ -42,9 +42,9 @@ class ParitySpec:
     modules: Mapping[str, str]  # authors' module -> ours (online parameters)
     targets: Mapping[str, str]  # authors' target module -> our module whose target it is
     metrics: Mapping[str, str]  # our metric -> the authors' metric of the same quantity
-    # Agents whose authors' update takes more than the batch (ReBRAC: full_update), as keyword arguments.
-    update_kwargs: Mapping[str, object] = dataclasses.field(default_factory=dict)
-    note: Optional[str] = None  # what the recording leaves out, if anything
+    updates: int = UPDATES  # updates replayed after the loss's gradients
+    # ReBRAC: the authors' update(batch, full_update) gets full_update on every n-th update, counted from 1.
+    full_update_every: Optional[int] = None
 
 
 _CRITIC_METRICS = {'critic/critic_loss': 'critic/critic_loss', 'critic/q_mean': 'critic/q_mean',
@@ -64,4 +64,30 @@ SPECS: Dict[str, ParitySpec] = {
         targets={'target_critic': 'critic'},
         metrics={**_CRITIC_METRICS, 'actor/bc_flow_loss': 'actor/bc_flow_loss',
                  'actor/distill_loss': 'actor/distill_loss', 'actor/actor_loss': 'actor/actor_loss'}),
+    'rebrac': ParitySpec(
+        'agents.rebrac.ReBRACAgent', dict(alpha_actor=0.1, actor_noise=0.2), 'agents.rebrac',
+        # The authors' code steps the actor on every update (section 12.1): ours with delay_actor=False.
+        dict(alpha_actor=0.1, actor_noise=0.2, delay_actor=False),
+        modules={'critic': 'critic', 'actor': 'actor'},
+        targets={'target_critic': 'critic', 'target_actor': 'actor'},
+        metrics={**_CRITIC_METRICS, 'actor/q_loss': 'actor/actor_loss', 'actor/bc_loss': 'actor/bc_loss',
+                 'actor/mse': 'actor/mse', 'actor/actor_loss': 'actor/total_loss'},
+        updates=2, full_update_every=2),
+    'fbrac': ParitySpec(
+        'agents.fbrac.FBRACAgent', dict(alpha=0.3, flow_steps=FLOW_STEPS), 'agents.fbrac',
+        dict(alpha=0.3, flow_steps=FLOW_STEPS),
+        modules={'critic': 'critic', 'actor_flow': 'flow'}, targets={'target_critic': 'critic'},
+        metrics={**_CRITIC_METRICS, 'actor/actor_loss': 'actor/actor_loss', 'actor/bc_flow_loss': 'actor/bc_flow_loss'}),
+    'fawac': ParitySpec(
+        'agents.fawac.FAWACAgent', dict(inv_temp=0.8, flow_steps=FLOW_STEPS), 'agents.fawac',
+        dict(inv_temp=0.8, flow_steps=FLOW_STEPS),
+        modules={'critic': 'critic', 'value': 'value', 'actor': 'flow'}, targets={'target_critic': 'critic'},
+        metrics={**_CRITIC_METRICS, 'critic/value_loss': 'critic/value_loss', 'actor/actor_loss': 'actor/actor_loss'}),
+    'fedit': ParitySpec(
+        'agents.fedit.FEditAgent', dict(edit_scale=0.3, flow_steps=FLOW_STEPS), 'agents.fedit',
+        dict(edit_scale=0.3, flow_steps=FLOW_STEPS),
+        modules={'critic': 'critic', 'actor_bc_flow': 'flow', 'edit_actor': 'edit_actor', 'alpha': 'edit_alpha'},
+        targets={'target_critic': 'critic'},
+        metrics={**_CRITIC_METRICS, 'actor/actor_loss': 'actor/actor_loss', 'actor/bc_flow_loss': 'actor/bc_flow_loss',
+                 'actor/edit_q_loss': 'actor/edit_q_loss', 'actor/edit_entropy': 'actor/edit_entropy'}),
 }
