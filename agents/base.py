@@ -128,14 +128,18 @@ class Agent(flax.struct.PyTreeNode):
 
     def critic_loss(self, batch, grad_params, rng):
         """Section 2: the ensemble regresses to R + gamma^H mask (mean - rho std) of the target critics at
-        a' drawn by the agent's own sampler at s'."""
-        next_actions = self.sample_actions(batch['next_observations'], rng)
+        a' = `next_actions(s')`."""
+        next_actions = self.next_actions(batch['next_observations'], rng)
         next_qs = self.network.select('target_critic')(batch['next_observations'], next_actions)
         next_value = pessimistic_ensemble_value(next_qs, self.config['rho'])
         targets = chunk_td_target(batch, next_value, self.config['discount'], self.config['horizon_length'])
         qs = self.network.select('critic')(batch['observations'], batch['actions'], params=grad_params)
         loss = ensemble_regression_loss(qs, targets, batch['valid'])
         return loss, critic_info(qs, targets, loss)
+
+    def next_actions(self, next_observations, rng):
+        """The critic target's a' at s': the agent's own sampler (ReBRAC: its target actor's)."""
+        return self.sample_actions(next_observations, rng)
 
     def total_loss(self, batch, grad_params, rng):
         """critic_loss + actor_loss, metrics prefixed `critic/` and `actor/`; agents with other terms override it."""

@@ -155,6 +155,26 @@ class GaussianHead(nn.Module):
         return means.astype(jnp.float32), jnp.clip(log_stds.astype(jnp.float32), self.log_std_min, self.log_std_max)
 
 
+class TanhActor(nn.Module):
+    """A deterministic policy a = tanh(W h(s) + b) (ReBRAC's actor, the mode of a tanh-squashed Gaussian).
+
+    The torso's last layer is activated (and layer-normed with `layer_norm`); the output layer starts small
+    (`final_init_scale`) so the first actions sit near 0 (docs/algorithms.md section 12).
+    """
+
+    hidden_dims: Sequence[int]
+    output_dim: int
+    layer_norm: bool = False
+    final_init_scale: float = 1e-2
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, observations):
+        features = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm, dtype=self.dtype)(observations)
+        means = nn.Dense(self.output_dim, kernel_init=default_init(self.final_init_scale), dtype=self.dtype)(features)
+        return jnp.tanh(means.astype(jnp.float32))
+
+
 class LogParam(nn.Module):
     """A learned positive scalar exp(log_value), e.g. the entropy temperature alpha."""
 

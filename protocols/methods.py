@@ -197,6 +197,17 @@ _METHODS = (
                noisy_coef=column(0.001, 0.001, 0.1, 0.1, 0.1, 0.001, 0.001, 0.001, 0.001, 0.1))),
     Method('CGQL-M', 'agents.cgql.CGQLAgent', fixed=dict(mode='mse'), in_paper=False),
     Method('CGQL', 'agents.cgql.CGQLAgent', fixed=dict(mode='simple'), in_paper=False),
+    # The QAM paper's other baselines (docs/algorithms.md section 12), its per-domain values from the authors'
+    # experiments/reproduce.py.
+    Method('ReBRAC', 'agents.rebrac.ReBRACAgent', in_paper=False, per_domain=dict(
+        alpha_actor=column(0.01, 0.01, 0.01, 0.01, 0.03, 0.1, 0.01, 0.01, 0.01, 0.01),
+        actor_noise=column(0, 0, 0, 0.1, 0, 0, 0.2, 0, 0.2, 0.2))),
+    Method('FBRAC', 'agents.fbrac.FBRACAgent', in_paper=False, per_domain=dict(
+        alpha=column(0.1, 0.1, 30, 10, 100, 0.03, 0.3, 0.1, 0.03, 1))),
+    Method('FAWAC', 'agents.fawac.FAWACAgent', in_paper=False, per_domain=dict(
+        inv_temp=column(6.4, 0.8, 6.4, 0.8, 6.4, 0.8, 0.8, 0.8, 0.8, 0.8))),
+    Method('FEdit', 'agents.fedit.FEditAgent', in_paper=False, per_domain=dict(
+        edit_scale=column(0.2, 0.3, 0.5, 0.1, 0.2, 0.2, 0.8, 0.2, 0.3, 0.4))),
     # The QAM paper's other baselines (docs/algorithms.md section 13), from its authors' experiments/reproduce.py
     # and reproduce_rlpd.py.
     Method('BAM', 'agents.bam.BAMAgent', in_paper=False, per_domain=dict(
