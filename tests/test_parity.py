@@ -62,23 +62,23 @@ def mapped(recording, prefix, spec, ours):
 
 @contextlib.contextmanager
 def injected_draws(recording, phase):
-    """jax.random.normal / uniform return the authors' draws of `phase` in order, whatever the key: a request
+    """jax.random.normal / uniform / randint return the authors' draws of `phase` in order, whatever the key: a request
     of n values takes the next recorded draws of its kind until they hold n (ours draws the K noise increments
     of an SDE rollout at once, theirs one per step). Every recorded draw must be used."""
-    queues = {'normal': [], 'uniform': []}
+    queues = {'normal': [], 'uniform': [], 'randint': []}
     for key in sorted(k for k in recording.files if k.startswith(f'draws/{phase}/')):
         queues[key.rsplit('_', 1)[1]].append(recording[key])
     originals = {kind: getattr(jax.random, kind) for kind in queues}
 
     def replay(kind):
-        def draw(key, shape=(), dtype=jnp.float32, *args, **kwargs):
+        def draw(key, shape=(), *args, **kwargs):
             size, taken = int(np.prod(shape)), []
             while sum(x.size for x in taken) < size:
                 assert queues[kind], f'{phase}: ours draws more {kind} values than the authors\' code'
                 taken.append(queues[kind].pop(0).ravel())
             values = np.concatenate(taken)
             assert values.size == size, f'{phase}: a {kind} draw of shape {shape} splits a recorded draw'
-            return jnp.asarray(values.reshape(shape), dtype)
+            return jnp.asarray(values.reshape(shape))  # the recorded dtype: float32, int32 for randint
         return draw
 
     for kind in queues:

@@ -80,7 +80,9 @@ class _Transformed:
         return y
 
     def log_prob(self, y):
-        x = next(x for cached_y, x in self._cache if cached_y is y)
+        # A value not sampled here (RLPD's BC term scores the data's actions) goes through the inverse, atanh.
+        x = next((x for cached_y, x in self._cache if cached_y is y), None)
+        x = jnp.arctanh(y) if x is None else x
         return self.distribution.log_prob(x) - jnp.sum(self.bijector.forward_log_det_jacobian(x), axis=-1)
 
     def mode(self):
@@ -101,12 +103,12 @@ def install_stand_ins():
 
 # --- The draws. ---
 
-DRAW_KINDS = ('normal', 'uniform')
+DRAW_KINDS = ('normal', 'uniform', 'randint')
 
 
 @contextlib.contextmanager
 def logged_draws():
-    """Logs every jax.random.normal / uniform call's result, in call order, as (kind, array)."""
+    """Logs every jax.random.normal / uniform / randint call's result, in call order, as (kind, array)."""
     log, originals = [], {kind: getattr(jax.random, kind) for kind in DRAW_KINDS}
 
     def logging(kind):

@@ -91,3 +91,35 @@ SPECS: Dict[str, ParitySpec] = {
         metrics={**_CRITIC_METRICS, 'actor/actor_loss': 'actor/actor_loss', 'actor/bc_flow_loss': 'actor/bc_flow_loss',
                  'actor/edit_q_loss': 'actor/edit_q_loss', 'actor/edit_entropy': 'actor/edit_entropy'}),
 }
+
+# BAM, QSM, DAC and RLPD (docs/algorithms.md section 13). QSM and DAC are the authors' one DCGQL agent in two
+# settings; ours takes the authors' sampler step (posterior_mean=False) where it differs from DDPM's (section 13.5).
+# Their DDPM losses weight a sample by x ** valid, ours by x * valid: equal gradients, losses apart by a constant, so
+# their actor loss is compared through its gradients only.
+DIFFUSION = dict(diffusion_steps=FLOW_STEPS, time_dim=8)
+_DIFFUSION_MODULES = dict(modules={'critic': 'critic', 'actor': 'noise_network'}, targets={'target_critic': 'critic'},
+                          metrics={'critic/critic_loss': 'critic/critic_loss', 'critic/q_mean': 'critic/q'})
+
+SPECS.update({
+    'bam': ParitySpec(
+        'agents.bam.BAMAgent', dict(inv_temp=3.0, flow_steps=FLOW_STEPS), 'agents.bam',
+        dict(inv_temp=3.0, flow_steps=FLOW_STEPS),
+        modules={'critic': 'critic', 'actor_slow': 'base_flow', 'actor_fast': 'fine_flow'},
+        targets={'target_critic': 'critic', 'target_actor_slow': 'base_flow'},
+        metrics={**_CRITIC_METRICS, 'actor/bc_flow_loss': 'actor/flow_loss', 'actor/bam_loss': 'actor/bam_loss',
+                 'actor/control_cost': 'actor/bc_loss'}),
+    'qsm': ParitySpec(
+        'agents.dcgql.DCGQLAgent', dict(actor_loss_type='qsm', inv_temp=10.0, alpha=3.0, clip_sampler_before=False,
+                                        clip_sampler_after=True, **DIFFUSION), 'agents.qsm',
+        dict(inv_temp=10.0, alpha=3.0, posterior_mean=False, **DIFFUSION), **_DIFFUSION_MODULES),
+    'dac': ParitySpec(
+        'agents.dcgql.DCGQLAgent', dict(actor_loss_type='dac', alpha=0.3, clip_sampler_before=True,
+                                        clip_sampler_after=False, **DIFFUSION), 'agents.dac',
+        dict(alpha=0.3, **DIFFUSION), **_DIFFUSION_MODULES),
+    'rlpd': ParitySpec(
+        'agents.rlpd.RLPDAgent', dict(bc_alpha=0.1), 'agents.rlpd', dict(bc_alpha=0.1),
+        modules={'critic': 'critic', 'actor': 'actor', 'alpha': 'alpha'}, targets={'target_critic': 'critic'},
+        metrics={**_CRITIC_METRICS, 'actor/actor_loss': 'actor/total_loss', 'actor/policy_loss': 'actor/actor_loss',
+                 'actor/alpha_loss': 'actor/alpha_loss', 'actor/bc_loss': 'actor/bc_loss', 'actor/alpha': 'actor/alpha',
+                 'actor/entropy': 'actor/entropy', 'actor/q': 'actor/q'}),
+})
