@@ -15,6 +15,7 @@ import main
 from core.diffusion import ddpm_sample, noised, vp_schedule
 from core.distributions import tanh_gaussian_log_prob, tanh_gaussian_sample
 from core.flow import memoryless_sde_bptt, memoryless_sde_rollout, path_kl
+from experiments import sweep
 from protocols.methods import METHODS
 from runner.settings import resolve_config
 from tests.conftest import TINY_ENV
@@ -125,3 +126,14 @@ def test_rlpd_runs_online_only_by_its_registry_entry(tiny_dataset_dir, tmp_path)
     assert recorded['offline_steps'] == 0 and recorded['balanced_sampling'] is True
     assert recorded['protocol_settings']['offline_steps'] == 0
     assert logged_phases(run_dir) == [(10, 'online'), (20, 'online')]
+
+
+def test_the_sweep_launches_rlpd_online_only(tmp_path):
+    spec = sweep.resolve_spec('paper', protocol='qam', dataset_dir=str(tmp_path), domains=('cube-double-play',),
+                              tasks=(1,), seeds=(0,), methods=('FQL', 'RLPD'))
+    jobs = {job.method: job for job in sweep.build_sweep(spec).rl_jobs}
+    assert '--offline_steps=0' in jobs['RLPD'].command and '--balanced_sampling' in jobs['RLPD'].command
+    assert jobs['RLPD'].total_steps == jobs['RLPD'].updates == spec.online_steps  # costed without offline steps
+    assert '--offline_steps=0' not in jobs['FQL'].command and jobs['FQL'].total_steps > spec.online_steps
+    # Its per-domain value: set by the protocol in main.py, which the sweep resolves the same way.
+    assert sweep.resolve_agent(METHODS['RLPD'], jobs['RLPD'].env_name, 'qam', str(tmp_path), {})['bc_alpha'] == 0.1
