@@ -152,7 +152,8 @@ def test_replays_the_authors_agent(name):
         grads, info = jax.grad(lambda p: agent.total_loss(batch, p, rng), has_aux=True)(agent.network.params)
     for our_key, their_key in spec.metrics.items():
         assert_close(info[our_key], recording[f'metric/{their_key}'], our_key)
-    assert_gradients_close({n[len('modules_'):]: tree for n, tree in grads.items()}, mapped(recording, 'grad', spec, ours))
+    grads = {n[len('modules_'):]: tree for n, tree in grads.items()}
+    assert_gradients_close(grads, mapped(recording, 'grad', spec, ours))
 
     for step in range(spec.updates):
         with injected_draws(recording, f'update{step}'):
