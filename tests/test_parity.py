@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.base import freeze_config  # noqa: F401 - the agents' module must import before the registry
 from protocols.methods import get_agent_class
 from tests.conftest import REPO_ROOT
 from tests.parity import specs
