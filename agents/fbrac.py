@@ -6,7 +6,6 @@ critic's next actions use the same ODE.
 """
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from agents.base import CONFIG_RANGES as SHARED_RANGES

@@ -170,7 +170,8 @@ class TanhActor(nn.Module):
 
     @nn.compact
     def __call__(self, observations):
-        features = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm, dtype=self.dtype)(observations)
+        torso = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm, dtype=self.dtype)
+        features = torso(observations)
         means = nn.Dense(self.output_dim, kernel_init=default_init(self.final_init_scale), dtype=self.dtype)(features)
         return jnp.tanh(means.astype(jnp.float32))
 

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.base import freeze_config  # noqa: F401 - the agents' module must import before the registry
 from protocols.methods import get_agent_class
 from tests.conftest import REPO_ROOT
 from tests.parity import specs
@@ -152,7 +151,8 @@ def test_replays_the_authors_agent(name):
         grads, info = jax.grad(lambda p: agent.total_loss(batch, p, rng), has_aux=True)(agent.network.params)
     for our_key, their_key in spec.metrics.items():
         assert_close(info[our_key], recording[f'metric/{their_key}'], our_key)
-    assert_gradients_close({n[len('modules_'):]: tree for n, tree in grads.items()}, mapped(recording, 'grad', spec, ours))
+    grads = {n[len('modules_'):]: tree for n, tree in grads.items()}
+    assert_gradients_close(grads, mapped(recording, 'grad', spec, ours))
 
     for step in range(spec.updates):
         with injected_draws(recording, f'update{step}'):

@@ -4,7 +4,7 @@
 
 For each agent of `specs.SPECS`: the authors' agent is built at the tiny size of specs.py from their code, and one
 `<agent>.npz` keeps its initial parameters, a batch, every Gaussian and uniform draw its code makes (in order),
-the metrics and gradients of its loss, its parameters and targets after `UPDATES` updates, and the actions it
+the metrics and gradients of its loss, its parameters and targets after the spec's updates, and the actions it
 samples. The draws are kept because our shared code splits the rng differently from theirs: the test feeds ours
 the same noise in the same order (the Nth draw of each kind gets the Nth recorded one, concatenated where we draw
 several of theirs at once). Everything runs without jit, so the draws are concrete arrays.
@@ -157,6 +157,14 @@ def flat(prefix, tree):
     return {prefix + '/' + '/'.join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in leaves}
 
 
+def module_arrays(prefix, modules, params):
+    """{'prefix/module/path': array} of the authors' `modules` in their parameter (or gradient) tree."""
+    arrays = {}
+    for module in modules:
+        arrays.update(flat(f'{prefix}/{module}', params[f'modules_{module}']))
+    return arrays
+
+
 def draws_record(prefix, log):
     return {f'{prefix}/{index:03d}_{kind}': value for index, (kind, value) in enumerate(log)}
 
@@ -179,16 +187,17 @@ def record(name):
     theirs = {key: jnp.asarray(value) for key, value in authors_batch(batch).items()}
     params = agent.network.params
     out = {f'batch/{key}': value for key, value in batch.items()}
-    out.update({key: value for module in spec.modules for key, value in flat(f'init/{module}', params[f'modules_{module}']).items()})
+    out.update(module_arrays('init', spec.modules, params))
     with jax.disable_jit():
         loss_rng = jax.random.split(agent.rng)[1]  # what the first update's loss gets
         with logged_draws() as log:
             grads, info = jax.grad(lambda p: agent.total_loss(theirs, p, rng=loss_rng), has_aux=True)(params)
         out.update(draws_record('draws/loss', log))
         out.update({f'metric/{key}': np.asarray(value) for key, value in info.items()})
-        out.update({key: value for module in spec.modules for key, value in flat(f'grad/{module}', grads[f'modules_{module}']).items()})
+        out.update(module_arrays('grad', spec.modules, grads))
         for step in range(spec.updates):
-            kwargs = {} if spec.full_update_every is None else dict(full_update=(step + 1) % spec.full_update_every == 0)
+            every = spec.full_update_every
+            kwargs = {} if every is None else dict(full_update=(step + 1) % every == 0)
             with logged_draws() as log:
                 agent, _ = agent.update(theirs, **kwargs)
             out.update(draws_record(f'draws/update{step}', log))
@@ -196,8 +205,8 @@ def record(name):
             actions = agent.sample_actions(theirs['observations'], rng=jax.random.PRNGKey(1))
         out.update(draws_record('draws/sample', log))
     params = agent.network.params
-    out.update({key: value for module in spec.modules for key, value in flat(f'final/{module}', params[f'modules_{module}']).items()})
-    out.update({key: value for module in spec.targets for key, value in flat(f'target/{module}', params[f'modules_{module}']).items()})
+    out.update(module_arrays('final', spec.modules, params))
+    out.update(module_arrays('target', spec.targets, params))
     out['actions'] = np.asarray(actions)
     out['config'] = np.asarray(json.dumps({key: value for key, value in agent.config.items() if _jsonable(value)}))
     return out

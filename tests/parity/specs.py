@@ -77,7 +77,8 @@ SPECS: Dict[str, ParitySpec] = {
         'agents.fbrac.FBRACAgent', dict(alpha=0.3, flow_steps=FLOW_STEPS), 'agents.fbrac',
         dict(alpha=0.3, flow_steps=FLOW_STEPS),
         modules={'critic': 'critic', 'actor_flow': 'flow'}, targets={'target_critic': 'critic'},
-        metrics={**_CRITIC_METRICS, 'actor/actor_loss': 'actor/actor_loss', 'actor/bc_flow_loss': 'actor/bc_flow_loss'}),
+        metrics={**_CRITIC_METRICS, 'actor/actor_loss': 'actor/actor_loss',
+                 'actor/bc_flow_loss': 'actor/bc_flow_loss'}),
     'fawac': ParitySpec(
         'agents.fawac.FAWACAgent', dict(inv_temp=0.8, flow_steps=FLOW_STEPS), 'agents.fawac',
         dict(inv_temp=0.8, flow_steps=FLOW_STEPS),
