@@ -7,15 +7,13 @@ The flow is pure BC: the critic reaches the actions only through the edit. QAM-E
 """
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from agents.base import CONFIG_RANGES as SHARED_RANGES
-from agents.base import Agent, critic_network, flow_network
-from core.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
+from agents.base import Agent, critic_network, edit_modules, edit_policy_loss, edited_actions, flow_network
+from core.distributions import target_entropy_for
 from core.errors import POSITIVE, Range
 from core.flow import euler_ode_sample, flow_matching_loss
-from core.networks import GaussianHead, LogParam
 
 
 class FEditAgent(Agent):
@@ -26,12 +24,6 @@ class FEditAgent(Agent):
         flow = lambda x, t: self.network.select('flow')(observations, x, t)  # noqa: E731
         return euler_ode_sample(flow, noises, self.config['flow_steps'])
 
-    def edited(self, observations, flow_actions, rng, params=None):
-        """(clip(a_flow + edit_scale * e, -1, 1), log pi_e(e)) for e ~ pi_e(. | s, a_flow)."""
-        means, log_stds = self.network.select('edit_actor')(observations, flow_actions, params=params)
-        edits, log_probs = tanh_gaussian_sample(rng, means, log_stds)
-        return jnp.clip(flow_actions + self.config['edit_scale'] * edits, -1, 1), log_probs
-
     def actor_loss(self, batch, grad_params, rng):
         """L_BC of the flow + the edit policy's -Q(s, a_edited) + alpha log pi_e + the temperature loss."""
         observations = batch['observations']
@@ -40,20 +32,17 @@ class FEditAgent(Agent):
         bc_loss = flow_matching_loss(flow, batch['actions'], bc_rng, batch['valid'])
 
         flow_actions = self.flow_actions(observations, jax.random.normal(noise_rng, batch['actions'].shape))
-        actions, log_probs = self.edited(observations, flow_actions, edit_rng, params=grad_params)
-        q_loss = -self.network.select('critic')(observations, actions).mean()
-        entropy_loss = jnp.mean(log_probs * self.network.select('edit_alpha')())
-        alpha = self.network.select('edit_alpha')(params=grad_params)
-        alpha_loss, entropy = auto_temperature_loss(alpha, log_probs, self.config['edit_target_entropy'])
-        loss = bc_loss + q_loss + entropy_loss + alpha_loss
-        return loss, {'actor_loss': loss, 'bc_flow_loss': bc_loss, 'edit_q_loss': q_loss, 'edit_entropy': entropy,
-                      'edit_alpha': alpha}
+        edit_loss, info = edit_policy_loss(self.network, observations, flow_actions, grad_params, edit_rng,
+                                           self.config['edit_scale'], self.config['edit_target_entropy'])
+        loss = bc_loss + edit_loss
+        return loss, {'actor_loss': loss, 'bc_flow_loss': bc_loss, **info}
 
     @jax.jit
     def sample_actions(self, observations, rng):
         noise_rng, edit_rng = jax.random.split(rng)
         noises = jax.random.normal(noise_rng, (*observations.shape[:-1], self.config['chunk_dim']))
-        return self.edited(observations, self.flow_actions(observations, noises), edit_rng)[0]
+        flow_actions = self.flow_actions(observations, noises)
+        return edited_actions(self.network, observations, flow_actions, self.config['edit_scale'], edit_rng)[0]
 
     @classmethod
     def complete_config(cls, config, chunk_dim):
@@ -64,12 +53,10 @@ class FEditAgent(Agent):
 
     @classmethod
     def modules(cls, config, observations, actions):
-        edit_actor = GaussianHead(config['actor_hidden_dims'], config['chunk_dim'], dtype=config['compute_dtype'])
         return {
             'critic': (critic_network(config), (observations, actions)),
             'flow': (flow_network(config), (observations, actions, actions[..., :1])),
-            'edit_actor': (edit_actor, (observations, actions)),
-            'edit_alpha': (LogParam(), ()),
+            **edit_modules(config, observations, actions),
         }
 
 

@@ -57,6 +57,14 @@ SPECS: Dict[str, ParitySpec] = {
         modules={'critic': 'critic', 'actor_slow': 'base_flow', 'actor_fast': 'fine_flow'},
         targets={'target_critic': 'critic', 'target_actor_slow': 'base_flow'},
         metrics={**_CRITIC_METRICS, 'actor/adj_loss': 'actor/adj_loss', 'actor/bc_flow_loss': 'actor/flow_loss'}),
+    'qam_e': ParitySpec(
+        'agents.qam.QAMAgent', dict(inv_temp=1.0, edit_scale=0.3, flow_steps=FLOW_STEPS), 'agents.qam_e',
+        dict(inv_temp=1.0, edit_scale=0.3, flow_steps=FLOW_STEPS),
+        modules={'critic': 'critic', 'actor_slow': 'base_flow', 'actor_fast': 'fine_flow',
+                 'edit_actor': 'edit_actor', 'edit_alpha': 'edit_alpha'},
+        targets={'target_critic': 'critic', 'target_actor_slow': 'base_flow'},
+        metrics={**_CRITIC_METRICS, 'actor/adj_loss': 'actor/adj_loss', 'actor/edit_q_loss': 'actor/edit_q_loss',
+                 'actor/edit_entropy': 'actor/edit_entropy', 'actor/edit_alpha': 'actor/edit_alpha'}),
     'fql': ParitySpec(
         'agents.fql.FQLAgent', dict(alpha=3.0, flow_steps=FLOW_STEPS), 'agents.fql',
         dict(alpha=3.0, flow_steps=FLOW_STEPS),
