@@ -8,13 +8,15 @@ from typing import Any, ClassVar, Dict, Sequence, Tuple
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 from core.errors import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Choice, LayerSizes, Range
 from core.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
 from core.flax_utils import ModuleDict, TrainState, nonpytree_field
-from core.networks import Value, VectorField
+from core.distributions import auto_temperature_loss, tanh_gaussian_sample
+from core.networks import GaussianHead, LogParam, Value, VectorField
 
 
 def freeze_config(config, **derived) -> ml_collections.FrozenConfigDict:
@@ -84,6 +86,30 @@ def flow_network(config) -> VectorField:
                        dtype=config['compute_dtype'])
 
 
+def edit_modules(config, observations, actions) -> Dict[str, Tuple[flax.linen.Module, Sequence[Any]]]:
+    """The edit policy pi_e(e | s, a), a tanh-Gaussian over the chunk, and its entropy temperature (QAM-E, FEdit)."""
+    edit_actor = GaussianHead(config['actor_hidden_dims'], config['chunk_dim'], dtype=config['compute_dtype'])
+    return {'edit_actor': (edit_actor, (observations, actions)), 'edit_alpha': (LogParam(), ())}
+
+
+def edited_actions(network, observations, actions, edit_scale, rng, params=None):
+    """(clip(a + edit_scale * e, -1, 1), log pi_e(e | s, a)) for e ~ pi_e(. | s, a): the edit of QAM-E and FEdit
+    (docs/algorithms.md sections 5 and 12.2)."""
+    means, log_stds = network.select('edit_actor')(observations, actions, params=params)
+    edits, log_probs = tanh_gaussian_sample(rng, means, log_stds)
+    return jnp.clip(actions + edit_scale * edits, -1, 1), log_probs
+
+
+def edit_policy_loss(network, observations, flow_actions, grad_params, rng, edit_scale, target_entropy):
+    """-Q(s, a_edited) + alpha log pi_e(e | s, a_flow), alpha auto-tuned to `target_entropy` (its loss added)."""
+    actions, log_probs = edited_actions(network, observations, flow_actions, edit_scale, rng, params=grad_params)
+    q_loss = -network.select('critic')(observations, actions).mean()
+    entropy_loss = jnp.mean(log_probs * network.select('edit_alpha')())
+    alpha = network.select('edit_alpha')(params=grad_params)
+    alpha_loss, entropy = auto_temperature_loss(alpha, log_probs, target_entropy)
+    return q_loss + entropy_loss + alpha_loss, {'edit_q_loss': q_loss, 'edit_entropy': entropy, 'edit_alpha': alpha}
+
+
 def prefixed(prefix: str, info: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
     return {f'{prefix}/{key}': value for key, value in info.items()}
 
@@ -128,14 +154,18 @@ class Agent(flax.struct.PyTreeNode):
 
     def critic_loss(self, batch, grad_params, rng):
         """Section 2: the ensemble regresses to R + gamma^H mask (mean - rho std) of the target critics at
-        a' drawn by the agent's own sampler at s'."""
-        next_actions = self.sample_actions(batch['next_observations'], rng)
+        a' = `next_actions(s')`."""
+        next_actions = self.next_actions(batch['next_observations'], rng)
         next_qs = self.network.select('target_critic')(batch['next_observations'], next_actions)
         next_value = pessimistic_ensemble_value(next_qs, self.config['rho'])
         targets = chunk_td_target(batch, next_value, self.config['discount'], self.config['horizon_length'])
         qs = self.network.select('critic')(batch['observations'], batch['actions'], params=grad_params)
         loss = ensemble_regression_loss(qs, targets, batch['valid'])
         return loss, critic_info(qs, targets, loss)
+
+    def next_actions(self, next_observations, rng):
+        """The critic target's a' at s': the agent's own sampler (ReBRAC: its target actor's)."""
+        return self.sample_actions(next_observations, rng)
 
     def total_loss(self, batch, grad_params, rng):
         """critic_loss + actor_loss, metrics prefixed `critic/` and `actor/`; agents with other terms override it."""

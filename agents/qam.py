@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from agents.base import CONFIG_RANGES as SHARED_RANGES
-from agents.base import Agent, critic_network, flow_network
+from agents.base import Agent, critic_network, edit_modules, edit_policy_loss, edited_actions, flow_network
 from core.errors import NON_NEGATIVE, POSITIVE, Range
-from core.distributions import auto_temperature_loss, tanh_gaussian_sample, target_entropy_for
+from core.distributions import target_entropy_for
 from core.flow import (
     adjoint_matching_loss,
     euler_ode_sample,
@@ -24,7 +24,6 @@ from core.flow import (
     path_kl,
     terminal_adjoint,
 )
-from core.networks import GaussianHead, LogParam
 
 
 class QAMAgent(Agent):
@@ -78,15 +77,8 @@ class QAMAgent(Agent):
         """QAM-E: -Q(s, clip(a_flow + edit_scale * e)) + alpha log pi_e(e | s, a_flow), alpha auto-tuned."""
         noise_rng, edit_rng = jax.random.split(rng)
         flow_actions = self.fine_flow_actions(observations, jax.random.normal(noise_rng, self._chunk_shape(observations)))
-        means, log_stds = self.network.select('edit_actor')(observations, flow_actions, params=grad_params)
-        edits, log_probs = tanh_gaussian_sample(edit_rng, means, log_stds)
-        edited_actions = jnp.clip(flow_actions + self.config['edit_scale'] * edits, -1, 1)
-        q_loss = -self.network.select('critic')(observations, edited_actions).mean()
-        entropy_loss = jnp.mean(log_probs * self.network.select('edit_alpha')())
-        alpha = self.network.select('edit_alpha')(params=grad_params)
-        alpha_loss, entropy = auto_temperature_loss(alpha, log_probs, self.config['edit_target_entropy'])
-        info = {'edit_q_loss': q_loss, 'edit_entropy': entropy, 'edit_alpha': alpha}
-        return q_loss + entropy_loss + alpha_loss, info
+        return edit_policy_loss(self.network, observations, flow_actions, grad_params, edit_rng,
+                                self.config['edit_scale'], self.config['edit_target_entropy'])
 
     def one_step_policy_loss(self, observations, grad_params, rng):
         """QAM-F: -Q(s, clip(mu(s, z))) + fql_alpha ||mu(s, z) - ODE_fine(s, z)||^2."""
@@ -108,9 +100,7 @@ class QAMAgent(Agent):
             return jnp.clip(self.network.select('one_step_actor')(observations, noises), -1, 1)
         actions = self.fine_flow_actions(observations, noises)
         if self.config['edit_scale'] > 0:
-            means, log_stds = self.network.select('edit_actor')(observations, actions)
-            edits, _ = tanh_gaussian_sample(edit_rng, means, log_stds)
-            actions = jnp.clip(actions + self.config['edit_scale'] * edits, -1, 1)
+            actions, _ = edited_actions(self.network, observations, actions, self.config['edit_scale'], edit_rng)
         return actions
 
     TARGET_MODULES = ('critic', 'base_flow')
@@ -136,9 +126,7 @@ class QAMAgent(Agent):
             'fine_flow': (flow_network(config), (observations, actions, times)),
         }
         if config['edit_scale'] > 0:
-            edit_actor = GaussianHead(config['actor_hidden_dims'], config['chunk_dim'], dtype=config['compute_dtype'])
-            modules['edit_actor'] = (edit_actor, (observations, actions))
-            modules['edit_alpha'] = (LogParam(), ())
+            modules.update(edit_modules(config, observations, actions))
         if config['fql_alpha'] > 0:
             modules['one_step_actor'] = (flow_network(config), (observations, actions))
         return modules

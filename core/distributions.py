@@ -14,9 +14,21 @@ def tanh_gaussian_sample(rng, means, log_stds):
     """
     noise = jax.random.normal(rng, means.shape, means.dtype)
     pre_tanh = means + jnp.exp(log_stds) * noise
+    return jnp.tanh(pre_tanh), _log_prob(pre_tanh, noise, log_stds)
+
+
+def _log_prob(pre_tanh, noise, log_stds):
+    """log N(u; mu, sigma) - log|d tanh(u)/du| summed over the last axis, with noise = (u - mu) / sigma."""
     gaussian_log_prob = -0.5 * noise**2 - log_stds - _LOG_SQRT_2PI
     log_det_jacobian = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
-    return jnp.tanh(pre_tanh), jnp.sum(gaussian_log_prob - log_det_jacobian, axis=-1)
+    return jnp.sum(gaussian_log_prob - log_det_jacobian, axis=-1)
+
+
+def tanh_gaussian_log_prob(actions, means, log_stds):
+    """log pi(a) of given actions a in (-1, 1) (pre-tanh u = atanh(a)), summed over the last axis; RLPD's BC term
+    scores the data's actions with it."""
+    pre_tanh = jnp.arctanh(actions)
+    return _log_prob(pre_tanh, (pre_tanh - means) * jnp.exp(-log_stds), log_stds)
 
 
 def auto_temperature_loss(alpha, log_probs, target_entropy):

@@ -149,3 +149,25 @@ def path_kl(rollout: SDERollout) -> jax.Array:
     weights = _per_step(2.0 * step_size / jnp.square(rollout.noise_scales), rollout.fine_velocities)
     squared = jnp.square(jax.lax.stop_gradient(rollout.fine_velocities - rollout.base_velocities))
     return jnp.sum(weights * squared, axis=(0, -1))
+
+
+def memoryless_sde_bptt(fine: Velocity, base: Velocity, noise: jax.Array, increments: jax.Array, flow_steps: int):
+    """The rollout of `memoryless_sde_rollout` differentiated end to end (BAM, docs/algorithms.md section 13).
+
+    The states keep their gradient, so the terminal x_K carries the gradient of every step's v_theta (back-
+    propagation through time). `increments` (K, ..., d) are the Brownian increments eps_k (the last one unused).
+    Returns (x_K, penalty) with the per-sample penalty sum_{k < K-1} (2 / g_k^2) ||v_theta - vbar_base||^2(x_k, t_k),
+    the authors' control cost: `path_kl`'s sum over the noisy steps without its factor h.
+    """
+    step_size = 1.0 / flow_steps
+    noise_scales = memoryless_noise_scale(flow_steps)
+    x, penalty = noise, jnp.zeros(noise.shape[:-1], noise.dtype)
+    for k in range(flow_steps):  # unrolled: each step's own gradient path (K is small)
+        t = k * step_size
+        t_col = time_column(x, t)
+        v_base = base(x, t_col)
+        if k == flow_steps - 1:
+            return x + step_size * v_base, penalty
+        v_fine = fine(x, t_col)
+        penalty = penalty + 2.0 / noise_scales[k] ** 2 * jnp.sum(jnp.square(v_fine - v_base), axis=-1)
+        x = x + step_size * (2.0 * v_fine - x / (t + step_size)) + jnp.sqrt(step_size) * noise_scales[k] * increments[k]

@@ -6,7 +6,7 @@ return float32: everything computed from their outputs (losses, terminal and lea
 ODE and SDE states, TRQAM's dual step) stays in float32 whatever the compute dtype.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -45,8 +45,13 @@ class ConcatDense(nn.Module):
         return outputs.astype(self.dtype)
 
 
+def mish(x):
+    """x tanh(softplus(x)), the activation of the DDPM noise networks of QSM and DAC (section 13)."""
+    return x * jnp.tanh(nn.softplus(x))
+
+
 class MLP(nn.Module):
-    """Dense -> GELU -> optional LayerNorm per hidden layer; the last layer is linear unless
+    """Dense -> activation (GELU) -> optional LayerNorm per hidden layer; the last layer is linear unless
     `activate_final`. The input is one array, or a sequence of arrays to concatenate (see ConcatDense).
 
     `dtype` is the dtype of the matrix products, activations and output; the parameters are float32.
@@ -58,6 +63,7 @@ class MLP(nn.Module):
     activate_final: bool = False
     layer_norm: bool = False
     dtype: Any = jnp.float32
+    activation: Callable = nn.gelu
 
     @nn.compact
     def __call__(self, x):
@@ -67,7 +73,7 @@ class MLP(nn.Module):
             else:
                 x = nn.Dense(size, kernel_init=default_init(), dtype=self.dtype, name=f'Dense_{i}')(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
-                x = nn.gelu(x)
+                x = self.activation(x)
                 if self.layer_norm:
                     x = nn.LayerNorm(dtype=self.dtype)(x)
         return x
@@ -149,6 +155,27 @@ class GaussianHead(nn.Module):
         return means.astype(jnp.float32), jnp.clip(log_stds.astype(jnp.float32), self.log_std_min, self.log_std_max)
 
 
+class TanhActor(nn.Module):
+    """A deterministic policy a = tanh(W h(s) + b) (ReBRAC's actor, the mode of a tanh-squashed Gaussian).
+
+    The torso's last layer is activated (and layer-normed with `layer_norm`); the output layer starts small
+    (`final_init_scale`) so the first actions sit near 0 (docs/algorithms.md section 12).
+    """
+
+    hidden_dims: Sequence[int]
+    output_dim: int
+    layer_norm: bool = False
+    final_init_scale: float = 1e-2
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, observations):
+        torso = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm, dtype=self.dtype)
+        features = torso(observations)
+        means = nn.Dense(self.output_dim, kernel_init=default_init(self.final_init_scale), dtype=self.dtype)(features)
+        return jnp.tanh(means.astype(jnp.float32))
+
+
 class LogParam(nn.Module):
     """A learned positive scalar exp(log_value), e.g. the entropy temperature alpha."""
 
@@ -160,3 +187,39 @@ class LogParam(nn.Module):
         # (in the parameters, then in Adam's moments) and retrace every jitted step twice.
         log_value = self.param('log_value', lambda _: jnp.full((), jnp.log(self.init_value), jnp.float32))
         return jnp.exp(log_value)
+
+
+class FourierFeatures(nn.Module):
+    """[cos(2 pi t W^T), sin(2 pi t W^T)] with a learned W of shape (size / 2, 1), W ~ N(0, 0.2^2) at init."""
+
+    size: int
+
+    @nn.compact
+    def __call__(self, times):
+        kernel = self.param('kernel', nn.initializers.normal(0.2), (self.size // 2, times.shape[-1]), jnp.float32)
+        # t W^T as a float32 elementwise sum whatever the compute dtype: the angles reach tens of radians.
+        angles = 2.0 * jnp.pi * jnp.sum(times.astype(jnp.float32)[..., None, :] * kernel, axis=-1)
+        return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+class NoisePredictor(nn.Module):
+    """The DDPM noise network eps(s, x_t, t) of QSM and DAC (section 13), t the integer diffusion step.
+
+    The step's Fourier features pass through a Mish MLP (`hidden_dims`, linear last layer); a second Mish MLP
+    maps concat[x_t, s, features] to the noise. Layer norm (`layer_norm`) only in the second, as in the
+    authors' implementation.
+    """
+
+    hidden_dims: Sequence[int]
+    output_dim: int
+    time_dim: int
+    layer_norm: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, observations, actions, times):
+        features = FourierFeatures(self.time_dim)(times)
+        features = MLP(self.hidden_dims, dtype=self.dtype, activation=mish)(features)
+        features = jnp.broadcast_to(features, (*actions.shape[:-1], features.shape[-1]))
+        mlp = MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm, dtype=self.dtype, activation=mish)
+        return mlp([actions, observations, features]).astype(jnp.float32)

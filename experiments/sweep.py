@@ -246,14 +246,18 @@ class JobBuilder:
     def method_job(self, label: str, config: dict, env_name: str, seeds: Tuple[int, ...],
                    bc_run: Optional[BCRun]) -> Job:
         spec, method = self.spec, METHODS[label]
-        steps, bc_job = {'offline_steps': spec.offline_steps, 'online_steps': spec.online_steps}, None
+        # The method's own flags (RLPD: no offline phase) replace the sweep's.
+        steps = {'offline_steps': spec.offline_steps, 'online_steps': spec.online_steps,
+                 **method.flags_under(self.protocol.name)}
+        bc_job = None
         if bc_run is not None:
             bc_job = self.bc_job(bc_run, seeds)
             pretrained = bc_job.run_dirs[0] if len(seeds) == 1 else os.path.join(spec.save_dir, bc_run.name('{seed}'))
             steps.update(bc_steps=spec.bc_steps, pretrained_actor_path=pretrained)
         return self._job('rl', label, env_name, seeds, functools.partial(layout.run_name, method.slug, env_name),
                          self._command(method.agent_file, env_name, seeds, steps, self.agent_overrides(label)),
-                         domains_lib.size_name(config), spec.offline_steps, spec.online_steps, bc_job and bc_job.name)
+                         domains_lib.size_name(config), steps['offline_steps'], steps['online_steps'],
+                         bc_job and bc_job.name)
 
 
 def build_sweep(spec: SweepSpec) -> Sweep:

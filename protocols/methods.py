@@ -42,6 +42,9 @@ class Method:
     in_paper: bool = True  # a column of the papers' tables (the sweep's default methods)
     run_prefix: Optional[str] = None  # default: the lower-cased label
     config: Optional[str] = None  # module of its config file (default: the agent's module)
+    # main.py flags that are part of the method under a paper's protocol, e.g. RLPD's online-only runs; they
+    # take the place of the protocol's and the sweep's values of those flags (an explicit flag still wins).
+    run_flags: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     @property
     def module(self) -> str:
@@ -90,8 +93,13 @@ class Method:
     def protocol_settings(self, env_name: str, protocol: str, dataset_dir: Optional[str] = None) -> Dict[str, object]:
         """Everything `protocol` sets for this method on `env_name`: main.py flags by name and agent config
         keys as 'agent.KEY'. main.py applies those the user did not set; the sweep reads the same."""
-        return {**domains.get_protocol(protocol).run_flags(env_name, dataset_dir),
+        return {**domains.get_protocol(protocol).run_flags(env_name, dataset_dir), **self.flags_under(protocol),
                 **{f'agent.{key}': value for key, value in self.overrides(env_name, protocol).items()}}
+
+    def flags_under(self, protocol: str) -> Dict[str, object]:
+        """The method's own main.py flags (`run_flags`) under `protocol`: those of a paper's protocol, none under
+        'none' (only the flags and the agent config)."""
+        return dict(self.run_flags) if domains.get_protocol(protocol).paper_settings else {}
 
     def describes(self, config: Mapping) -> bool:
         """Whether an agent config (a dict) is this method."""
@@ -189,6 +197,30 @@ _METHODS = (
                noisy_coef=column(0.001, 0.001, 0.1, 0.1, 0.1, 0.001, 0.001, 0.001, 0.001, 0.1))),
     Method('CGQL-M', 'agents.cgql.CGQLAgent', fixed=dict(mode='mse'), in_paper=False),
     Method('CGQL', 'agents.cgql.CGQLAgent', fixed=dict(mode='simple'), in_paper=False),
+    # The QAM paper's other baselines (docs/algorithms.md section 12), its per-domain values from the authors'
+    # experiments/reproduce.py.
+    Method('ReBRAC', 'agents.rebrac.ReBRACAgent', in_paper=False, per_domain=dict(
+        alpha_actor=column(0.01, 0.01, 0.01, 0.01, 0.03, 0.1, 0.01, 0.01, 0.01, 0.01),
+        actor_noise=column(0, 0, 0, 0.1, 0, 0, 0.2, 0, 0.2, 0.2))),
+    Method('FBRAC', 'agents.fbrac.FBRACAgent', in_paper=False, per_domain=dict(
+        alpha=column(0.1, 0.1, 30, 10, 100, 0.03, 0.3, 0.1, 0.03, 1))),
+    Method('FAWAC', 'agents.fawac.FAWACAgent', in_paper=False, per_domain=dict(
+        inv_temp=column(6.4, 0.8, 6.4, 0.8, 6.4, 0.8, 0.8, 0.8, 0.8, 0.8))),
+    Method('FEdit', 'agents.fedit.FEditAgent', in_paper=False, per_domain=dict(
+        edit_scale=column(0.2, 0.3, 0.5, 0.1, 0.2, 0.2, 0.8, 0.2, 0.3, 0.4))),
+    # The QAM paper's other baselines (docs/algorithms.md section 13), from its authors' experiments/reproduce.py
+    # and reproduce_rlpd.py.
+    Method('BAM', 'agents.bam.BAMAgent', in_paper=False, per_domain=dict(
+        inv_temp=column(30, 30, 10, 30, 10, 10, 30, 10, 30, 10))),
+    Method('QSM', 'agents.qsm.QSMAgent', in_paper=False, fixed=dict(loss='qsm', clip_denoised=False, clip_steps=True),
+           per_domain=dict(inv_temp=column(10, 10, 10, 10, 3, 10, 10, 1, 10, 1),
+                           alpha=column(10, 10, 30, 30, 30, 30, 1, 10, 10, 10))),
+    Method('DAC', 'agents.qsm.QSMAgent', in_paper=False, config='agents.dac',
+           fixed=dict(loss='dac', clip_denoised=True, clip_steps=False),
+           per_domain=dict(alpha=column(0.3, 0.3, 1, 0.3, 1, 1, 1, 3, 0.3, 1))),
+    # Online only: no offline phase, every online batch half offline data (its authors' reproduce_rlpd.py).
+    Method('RLPD', 'agents.rlpd.RLPDAgent', in_paper=False, run_flags=dict(offline_steps=0, balanced_sampling=True),
+           per_domain=dict(bc_alpha=column(0, 0.01, 0.03, 0, 0.3, 0.01, 0, 0.1, 0, 0))),
     # Stage 1 of the TRQAM paper's protocol, BC pre-training (also what --bc_only trains for any agent file).
     Method('BC', 'agents.bc_flow.BCFlowAgent', in_paper=False, run_prefix='bc'),
 )

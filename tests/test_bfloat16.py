@@ -22,7 +22,7 @@ from experiments.sde_convergence import gaussian_base_velocity
 from tests.test_flow import K, LINEAR, fixed_point_tables, linear_reward, train_adjoint_matching
 from tests.test_trqam import TOY_MEAN, _Residual, _train_toy_trust_region, qam_and_trqam_adjoint_matching
 from core.flow import memoryless_sde_rollout, path_kl, time_column
-from core.networks import MLP, GaussianHead, Value, VectorField
+from core.networks import MLP, GaussianHead, NoisePredictor, Value, VectorField
 
 
 def dot_dtypes(function, *args):
@@ -77,6 +77,8 @@ NETWORKS = {
     'flow (split first layer)': (VectorField((8, 8), CHUNK_DIM, layer_norm=True, dtype=jnp.bfloat16),
                                  (OBSERVATIONS, ACTIONS, TIMES)),
     'tanh-Gaussian head': (GaussianHead((8, 8), CHUNK_DIM, dtype=jnp.bfloat16), (OBSERVATIONS, ACTIONS)),
+    'DDPM noise network': (NoisePredictor((8, 8), CHUNK_DIM, time_dim=8, layer_norm=True, dtype=jnp.bfloat16),
+                           (OBSERVATIONS, ACTIONS, TIMES.astype(jnp.int32))),
 }
 
 
@@ -103,6 +105,10 @@ AGENTS = {
     'dsrl': ('dsrl', {}),
     'cgql': ('cgql', {'mode': 'linex'}),
     'bc_flow': ('bc_flow', {}),
+    'bam': ('bam', {}),
+    'qsm': ('qsm', {'diffusion_steps': 2}),
+    'dac': ('qsm', {'diffusion_steps': 2, 'loss': 'dac', 'clip_denoised': True, 'clip_steps': False}),
+    'rlpd': ('rlpd', {}),
 }
 
 

@@ -67,6 +67,34 @@ DOCS_METHODS = {
     'cube-triple-play':             (3,  (3, 0.1),   30,  0.95, 1.4, (10, 0.1, 0.001),  0.5),
     'cube-quadruple-play':          (1,  (3, 0.1),   100, 0.95, 1.4, (10, 0.01, 0.1),   1.0),
 }
+# Section 12.3: ReBRAC alpha_actor, actor_noise | FBRAC alpha | FAWAC inv_temp | FEdit edit_scale.
+DOCS_QAM_BASELINES = {
+    'antmaze-large-navigate':       ((0.01, 0.0), 0.1,  6.4, 0.2),
+    'antmaze-giant-navigate':       ((0.01, 0.0), 0.1,  0.8, 0.3),
+    'humanoidmaze-medium-navigate': ((0.01, 0.0), 30,   6.4, 0.5),
+    'humanoidmaze-large-navigate':  ((0.01, 0.1), 10,   0.8, 0.1),
+    'scene-play':                   ((0.03, 0.0), 100,  6.4, 0.2),
+    'puzzle-3x3-play':              ((0.1, 0.0),  0.03, 0.8, 0.2),
+    'puzzle-4x4-play':              ((0.01, 0.2), 0.3,  0.8, 0.8),
+    'cube-double-play':             ((0.01, 0.0), 0.1,  0.8, 0.2),
+    'cube-triple-play':             ((0.01, 0.2), 0.03, 0.8, 0.3),
+    'cube-quadruple-play':          ((0.01, 0.2), 1.0,  0.8, 0.4),
+}
+# Section 13.4: BAM inv_temp | QSM inv_temp, alpha | DAC alpha | RLPD bc_alpha.
+DOCS_QAM_BASELINES_13 = {
+    'antmaze-large-navigate':       (30, (10, 10), 0.3, 0),
+    'antmaze-giant-navigate':       (30, (10, 10), 0.3, 0.01),
+    'humanoidmaze-medium-navigate': (10, (10, 30), 1,   0.03),
+    'humanoidmaze-large-navigate':  (30, (10, 30), 0.3, 0),
+    'scene-play':                   (10, (3, 30),  1,   0.3),
+    'puzzle-3x3-play':              (10, (10, 30), 1,   0.01),
+    'puzzle-4x4-play':              (30, (10, 1),  1,   0),
+    'cube-double-play':             (10, (1, 10),  3,   0.1),
+    'cube-triple-play':             (30, (10, 10), 0.3, 0),
+    'cube-quadruple-play':          (10, (1, 10),  1,   0),
+}
+# Section 13.3: RLPD's runs under both papers' protocols are online only, with balanced batches.
+DOCS_RUN_FLAGS = {'RLPD': {'offline_steps': 0, 'balanced_sampling': True}}
 # Section 9.1: stage 1 is 300K BC steps under trqam and none under qam.
 DOCS_BC_STEPS = {'trqam': 300_000, 'qam': 0}
 
@@ -75,7 +103,18 @@ def docs_method_values(label, domain):
     """The method's own settings on `domain` (section 8; QAM is QAM-E without edit and FQL terms, CGQL-L the
     linex mode: section 5/6), as `--agent.KEY` values. CGQL-L's inv_temp (10 everywhere) is its config's."""
     qam, (qam_e_temp, qam_e_edit), alpha, kappa, noise, (_, guidance, noisy), eps_kl = DOCS_METHODS[domain]
+    (alpha_actor, actor_noise), fbrac_alpha, fawac_temp, fedit_scale = DOCS_QAM_BASELINES[domain]
+    bam_temp, (qsm_temp, qsm_alpha), dac_alpha, rlpd_bc_alpha = DOCS_QAM_BASELINES_13[domain]
     return {
+        'BAM': {'inv_temp': bam_temp},
+        # Section 13.2: QSM clips every step, DAC the denoised estimate.
+        'QSM': {'loss': 'qsm', 'clip_denoised': False, 'clip_steps': True, 'inv_temp': qsm_temp, 'alpha': qsm_alpha},
+        'DAC': {'loss': 'dac', 'clip_denoised': True, 'clip_steps': False, 'alpha': dac_alpha},
+        'RLPD': {'bc_alpha': rlpd_bc_alpha},
+        'ReBRAC': {'alpha_actor': alpha_actor, 'actor_noise': actor_noise},
+        'FBRAC': {'alpha': fbrac_alpha},
+        'FAWAC': {'inv_temp': fawac_temp},
+        'FEdit': {'edit_scale': fedit_scale},
         'TRQAM': {'kl_budget': eps_kl},
         'QAM': {'inv_temp': qam, 'edit_scale': 0.0, 'fql_alpha': 0.0},
         'QAM-E': {'inv_temp': qam_e_temp, 'edit_scale': qam_e_edit, 'fql_alpha': 0.0},
@@ -96,12 +135,22 @@ def docs_settings(label, domain, protocol, dataset_dir='DATA'):
                 'agent.actor_hidden_dims': dims, 'agent.value_hidden_dims': dims, 'agent.actor_layer_norm': large}
     if shards and protocol == 'trqam':
         settings['dataset_shards_dir'] = os.path.join(dataset_dir, shards)
+    settings.update(DOCS_RUN_FLAGS.get(label, {}))
     settings.update({f'agent.{key}': value for key, value in docs_method_values(label, domain).items()})
     return settings
 
 
 def _normalized(settings):
     return {key: (tuple(value) if isinstance(value, list) else value) for key, value in settings.items()}
+
+
+@pytest.mark.parametrize('label', ['ReBRAC', 'FBRAC', 'FAWAC', 'FEdit', 'BAM', 'QSM', 'DAC', 'RLPD'])
+def test_the_qam_papers_other_baselines_resolve_to_the_docs_table(label):
+    for protocol in ('qam', 'trqam'):
+        for domain in DOCS_DOMAINS:
+            env_name = f'{domain}-singletask-task2-v0'
+            got = _normalized(METHODS[label].protocol_settings(env_name, protocol, 'DATA'))
+            assert got == docs_settings(label, domain, protocol), (label, env_name, protocol)
 
 
 _CLONE_SCRIPT = '''
