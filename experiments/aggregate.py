@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rliable import library, metrics, plot_utils  # noqa: E402
 
 from envs import ogbench_data, robomimic  # noqa: E402
+from experiments import reference as release  # noqa: E402
 from experiments.presets import PRESETS, expected_runs  # noqa: E402
 from protocols.domains import DOMAINS, PROTOCOLS, domain_name  # noqa: E402
 from protocols.methods import BC, METHODS, method_of, paper_methods  # noqa: E402
@@ -42,8 +43,8 @@ from runner import layout  # noqa: E402
 from runner.logs import read_csv  # noqa: E402
 
 DEFAULT_REFERENCE_DIR = 'experiments/reference_results'  # relative to the repository root
-REFERENCE_FILES = {'qam_paper': 'qam_paper_success.csv', 'trqam_paper': 'trqam_paper_aggregate.csv'}
-REFERENCE_PHASES = {'offline_end': 'offline_1M', 'online_end': 'online_end_1.5M'}
+REFERENCE_FILES = {'qam_paper': release.CURVES_FILE, 'trqam_paper': 'trqam_paper_aggregate.csv'}
+REFERENCE_PHASES = {step: release.SUMMARY_PHASES[phase] for step, phase in release.PHASE_ENDS.items()}
 STEP_TITLES = {'offline_end': 'at the end of offline training (step = offline_steps of each run)',
                'online_end': 'at the end of online fine-tuning (step = offline_steps + online_steps)'}
 # The published numbers each protocol reproduces (docs/algorithms.md section 9.1); others get both, labelled.
@@ -242,16 +243,21 @@ def resolve_reference_dir(reference_dir: str = DEFAULT_REFERENCE_DIR) -> str:
 
 
 def load_reference(reference_dir: str = DEFAULT_REFERENCE_DIR) -> Dict[str, pd.DataFrame]:
-    """{'qam_paper': frame, 'trqam_paper': frame}, each indexed by (phase, method, domain) with the published
-    `mean` and `std` (%; NaN where not published), from the two files of REFERENCE_FILES in `reference_dir`."""
+    """{'qam_paper': frame, 'trqam_paper': frame, 'qam_paper_curves': frame} from the files of REFERENCE_FILES in
+    `reference_dir`. The first two are indexed by (phase, method, domain) with the published `mean` and `std` (%; NaN
+    where not published): the QAM paper's derived from its released curves (`reference.published_summary`), which
+    the third holds as read (`reference.load_curves`)."""
     directory = resolve_reference_dir(reference_dir)
     paths = {source: os.path.join(directory, name) for source, name in REFERENCE_FILES.items()}
     absent = [path for path in paths.values() if not os.path.exists(path)]
     if absent:
         raise FileNotFoundError(f'{", ".join(absent)} missing: pass --reference_dir (default {DEFAULT_REFERENCE_DIR}, '
                                 'relative to the repository root) or drop --reference.')
-    return {source: pd.read_csv(path).rename(columns={'success_mean_pct': 'mean', 'success_std_pct': 'std'})
-            .set_index(['phase', 'method', 'domain']) for source, path in paths.items()}
+    curves = release.load_curves(paths['qam_paper'])
+    trqam_paper = pd.read_csv(paths['trqam_paper']).rename(columns={'success_mean_pct': 'mean',
+                                                                    'success_std_pct': 'std'})
+    return {'qam_paper': release.published_summary(curves), 'qam_paper_curves': curves,
+            'trqam_paper': trqam_paper.set_index(['phase', 'method', 'domain'])}
 
 
 def published(reference, step, source: str) -> pd.DataFrame:
@@ -265,12 +271,13 @@ def _fmt(value) -> str:
 
 
 def _cell(stats, max_n: int, reference=None) -> str:
-    """'mean ± std', '(n=k)' when fewer seeds than elsewhere, ' / published mean ± std' with a reference."""
+    """'mean ± std', '(n=k)' when fewer seeds than elsewhere, ' / published mean ± std' with a reference (in
+    whole percents, as the QAM paper's tables give them)."""
     text = '-'
     if stats is not None:
         text = _fmt(stats['mean']) + (f' ± {_fmt(stats["std"])}' if np.isfinite(stats['std']) else '')
         text += f' (n={int(stats["n"])})' if stats['n'] < max_n else ''
-    return text + (f' / {reference["mean"]:g} ± {reference["std"]:g}' if reference is not None else '')
+    return text + (f' / {reference["mean"]:.0f} ± {reference["std"]:.0f}' if reference is not None else '')
 
 
 def _row(frame: pd.DataFrame, key):

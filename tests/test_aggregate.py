@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from experiments import aggregate
@@ -174,10 +175,9 @@ def test_markdown_latex_and_reference(runs_dir, tmp_path):
 
     reference_dir = tmp_path / 'reference'
     reference_dir.mkdir()
-    (reference_dir / 'qam_paper_success.csv').write_text(
-        'phase,domain,method,success_mean_pct,success_std_pct\n'
-        'offline_1M,cube-double-play,QAM-E,65,5\noffline_1M,all,QAM-E,46,2\n'
-        'online_end_1.5M,cube-double-play,QAM-E,100,0\n')
+    # The QAM paper's numbers derive from its released curves: mean and std over the seeds at each phase's end.
+    write_curves(reference_dir, {('cube-double-play', 'QAM-E'): ([0.6, 0.65, 0.7], [1.0, 1.0, 1.0]),
+                                 ('all', 'QAM-E'): ([0.44, 0.46, 0.48], [0.5, 0.5, 0.5])})
     # The TRQAM paper's row comes from its data file (no std published; FQL left out: an empty cell).
     (reference_dir / 'trqam_paper_aggregate.csv').write_text(
         'phase,domain,method,success_mean_pct,success_std_pct\n'
@@ -199,13 +199,23 @@ def test_markdown_latex_and_reference(runs_dir, tmp_path):
     assert {(row['method'], row['domain']): row['mean'] for row in saved['per_domain']}[('TRQAM', 'all')] == 55.0
 
 
+def write_curves(directory, ends):
+    """A curves file in `directory` with {(name, method): (offline end, online end) success per seed} (fractions)."""
+    from experiments import reference
+
+    rows = [(name, method, phase, step, seed, value) for (name, method), by_phase in ends.items()
+            for phase, step, values in zip(('offline', 'online'), (1_000_000, 1_500_000), by_phase)
+            for seed, value in enumerate(values)]
+    pd.DataFrame(rows, columns=reference.CURVE_COLUMNS).to_csv(directory / reference.CURVES_FILE, index=False)
+
+
 def test_missing_reference_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match='reference_dir'):
         aggregate.load_reference(str(tmp_path / 'nowhere'))
     # A folder with only the QAM paper's file (e.g. an old copy) names the missing one.
     partial = tmp_path / 'partial'
     partial.mkdir()
-    (partial / 'qam_paper_success.csv').write_text('phase,domain,method,success_mean_pct,success_std_pct\n')
+    write_curves(partial, {})
     with pytest.raises(FileNotFoundError, match='trqam_paper_aggregate.csv'):
         aggregate.load_reference(str(partial))
 
@@ -217,10 +227,10 @@ def test_default_reference_is_the_in_repo_data():
     assert default == os.path.join(aggregate.REPO_ROOT, 'experiments', 'reference_results')
     reference = aggregate.load_reference()
     qam_paper = reference['qam_paper']
-    assert tuple(qam_paper.loc[('offline_1M', 'QAM', 'all')]) == (44.0, 1.0)
-    assert tuple(qam_paper.loc[('online_end_1.5M', 'QAM-E', 'all')]) == (85.0, 2.0)
-    # Ten domains plus "all", for each of the 7 methods and both phases.
-    assert qam_paper.groupby(level='phase').size().to_dict() == {'offline_1M': 77, 'online_end_1.5M': 77}
+    assert tuple(qam_paper.loc[('offline_1M', 'QAM', 'all')].round()) == (44.0, 1.0)
+    assert tuple(qam_paper.loc[('online_end_1.5M', 'QAM-E', 'all')].round()) == (85.0, 2.0)
+    # Ten domains plus "all", for each of the 17 methods (16 offline: RLPD has no offline phase).
+    assert qam_paper.groupby(level='phase').size().to_dict() == {'offline_1M': 16 * 11, 'online_end_1.5M': 17 * 11}
     assert aggregate.published(reference, 'offline_end', 'trqam_paper')['mean'].xs('all', level='domain').to_dict() == {
         'TRQAM': 68.0, 'DSRL': 46.0, 'QAM-E': 45.0, 'QAM': 35.0, 'IFQL': 35.0, 'FQL': 28.0}
     assert aggregate.published(reference, 'online_end', 'trqam_paper').empty  # not published
