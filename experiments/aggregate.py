@@ -48,7 +48,8 @@ REFERENCE_PHASES = {step: release.SUMMARY_PHASES[phase] for step, phase in relea
 STEP_TITLES = {'offline_end': 'at the end of offline training (step = offline_steps of each run)',
                'online_end': 'at the end of online fine-tuning (step = offline_steps + online_steps)'}
 # The published numbers each protocol reproduces (docs/algorithms.md section 9.1); others get both, labelled.
-REFERENCE_OF_PROTOCOL = {'qam': ('qam_paper',), 'trqam': ('trqam_paper',), 'none': ()}
+REFERENCE_OF_PROTOCOL = {name: (f'{protocol.paper}_paper',) if protocol.paper else ()
+                         for name, protocol in PROTOCOLS.items()}
 DUAL_KEYS = ('training/dual/lambda', 'training/dual/path_kl', 'training/dual/kl_ema', 'training/dual/kl_budget')
 UNRECORDED = 'unrecorded'
 KEY = ['method', 'env', 'seed']
@@ -91,7 +92,7 @@ def load_run(run_dir: str, protocol: Optional[str] = None) -> Optional[pd.DataFr
         offline_steps=int(run.get('offline_steps') or 0),
         online_steps=0 if bc_only else int(run.get('online_steps') or 0))
     others = [] if method == BC.label or domain_name(env_name) not in DOMAINS else [  # same config, other labels
-        label for label in paper_methods()
+        label for label in paper_methods(run_protocol or 'trqam')
         if label != method and METHODS[label].is_configured_as(config, env_name, run_protocol, method)]
     return pd.concat([frame] + [frame.assign(method=label, alias_of=method) for label in others], ignore_index=True)
 
