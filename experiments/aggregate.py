@@ -281,7 +281,8 @@ def _cell(stats, max_n: int, reference=None) -> str:
     if stats is not None:
         text = _fmt(stats['mean']) + (f' ± {_fmt(stats["std"])}' if np.isfinite(stats['std']) else '')
         text += f' (n={int(stats["n"])})' if stats['n'] < max_n else ''
-    return text + (f' / {reference["mean"]:.0f} ± {reference["std"]:.0f}' if reference is not None else '')
+    return text + (f' / {release.whole_percent(reference["mean"])} ± {release.whole_percent(reference["std"])}'
+                   if reference is not None else '')
 
 
 def _row(frame: pd.DataFrame, key):

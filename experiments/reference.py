@@ -4,6 +4,7 @@ experiments/reference_results/README.md.
 
     curves = load_curves(path)                     # one row per (name, method, step, seed), success in [0, 1]
     summary = published_summary(curves)            # (phase, method, domain) -> mean, std (%) at the phase ends
+    whole_percent(summary['mean'].iloc[0])         # as the paper's tables print it
     matrix = phase_end_matrix(curves, 'online_end', 'QAM', envs)   # seeds x tasks success (%) at that end
 """
 
@@ -63,6 +64,12 @@ def published_summary(curves: pd.DataFrame) -> pd.DataFrame:
         stats.columns = ['mean', 'std']
         frames.append(stats.rename_axis(['method', 'domain']).assign(phase=SUMMARY_PHASES[phase]))
     return pd.concat(frames).reset_index().set_index(['phase', 'method', 'domain'])
+
+
+def whole_percent(value: float) -> int:
+    """A published percentage as the QAM paper's tables print it: to a whole percent, halves up (a hair of float
+    round-off below a half still counts as the half)."""
+    return int(np.floor(value + 0.5 + 1e-9))
 
 
 def phase_end_matrix(curves: pd.DataFrame, step_name: str, method: str, envs: Sequence[str]) -> np.ndarray:

@@ -40,13 +40,15 @@ def test_curves_layout(curves):
 
 def test_curves_give_the_published_per_domain_numbers(curves):
     # The per-domain table the repository published before the curves (rounded to whole percents from the same
-    # release): every row, offline end and online end, equal to its rounding.
+    # release): every row, offline end and online end, is the curves' mean and std rounded as the paper prints them.
     before = pd.read_csv(os.path.join(os.path.dirname(__file__), 'data', 'qam_paper_success.csv'))
     summary = reference.published_summary(curves)
     derived = summary.loc[list(zip(before.phase, before.method, before.domain))]
     assert len(before) == 2 * 7 * (len(DOMAINS) + 1)
     assert np.abs(derived['mean'].to_numpy() - before.success_mean_pct.to_numpy()).max() <= 0.5 + 1e-9
-    assert np.abs(derived['std'].to_numpy() - before.success_std_pct.to_numpy()).max() <= 0.5 + 1e-9
+    assert [reference.whole_percent(value) for value in derived['mean']] == before.success_mean_pct.tolist()
+    assert [reference.whole_percent(value) for value in derived['std']] == before.success_std_pct.tolist()
+    assert [reference.whole_percent(value) for value in (6.5, 78.5 - 1e-12, 0.49, 100.0)] == [7, 79, 0, 100]
     # Every method at the online end, every one with an offline phase at the offline end.
     assert summary.groupby(level='phase').size().to_dict() == {'offline_1M': 16 * 11, 'online_end_1.5M': 17 * 11}
 
