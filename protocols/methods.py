@@ -187,8 +187,11 @@ _METHODS = (
            condition=lambda config: (config.get('edit_scale') or 0) > 0, per_domain=dict(
                inv_temp=column(1, 10, 3, 3, 1, 1, 0.1, 1, 3, 3),
                edit_scale=column(0.1, 0.1, 0.1, 0.1, 0, 0.1, 0.9, 0, 0.1, 0.1))),
+    # Where the QAM paper's fql_alpha is 0 (puzzle-3x3, cube-double), QAM-F is QAM with that inv_temp.
     Method('QAM-F', 'agents.qam.QAMAgent', fixed=dict(edit_scale=0.0), config='agents.qam_f', papers=('qam',),
-           condition=lambda config: (config.get('fql_alpha') or 0) > 0),
+           condition=lambda config: (config.get('fql_alpha') or 0) > 0, per_domain=dict(
+               inv_temp=column(3, 3, 1, 0.3, 1, 3, 3, 1, 10, 0.3),
+               fql_alpha=column(30, 30, 30, 30, 300, 0, 3, 0, 300, 30))),
     Method('FQL', 'agents.fql.FQLAgent', papers=BOTH, per_domain=dict(
         alpha=column(3, 3, 30, 30, 300, 300, 1, 300, 30, 100))),
     Method('IFQL', 'agents.ifql.IFQLAgent', papers=BOTH, per_domain=dict(
@@ -198,8 +201,11 @@ _METHODS = (
     Method('CGQL-L', 'agents.cgql.CGQLAgent', fixed=dict(mode='linex'), papers=BOTH, per_domain=dict(
                guidance_coef=column(0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 1.0, 0.01, 0.1, 0.01),
                noisy_coef=column(0.001, 0.001, 0.1, 0.1, 0.1, 0.001, 0.001, 0.001, 0.001, 0.1))),
-    Method('CGQL-M', 'agents.cgql.CGQLAgent', fixed=dict(mode='mse'), papers=('qam',)),
-    Method('CGQL', 'agents.cgql.CGQLAgent', fixed=dict(mode='simple'), papers=('qam',)),
+    Method('CGQL-M', 'agents.cgql.CGQLAgent', fixed=dict(mode='mse'), papers=('qam',), per_domain=dict(
+               guidance_coef=column(0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 1.0, 0.01, 0.1, 0.01),
+               noisy_coef=column(0.1, 0.001, 0.1, 0.1, 0.1, 0.1, 0.001, 0.001, 0.001, 0.1))),
+    Method('CGQL', 'agents.cgql.CGQLAgent', fixed=dict(mode='simple'), papers=('qam',), per_domain=dict(
+               guidance_coef=column(0.1, 0.1, 0.01, 0.01, 0.1, 0.1, 0.1, 0.01, 0.1, 0.1))),
     # Stage 1 of the TRQAM paper's protocol, BC pre-training (also what --bc_only trains for any agent file).
     Method('BC', 'agents.bc_flow.BCFlowAgent', run_prefix='bc'),
 )

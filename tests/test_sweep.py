@@ -67,15 +67,30 @@ DOCS_METHODS = {
     'cube-triple-play':             (3,  (3, 0.1),   30,  0.95, 1.4, (10, 0.1, 0.001),  0.5),
     'cube-quadruple-play':          (1,  (3, 0.1),   100, 0.95, 1.4, (10, 0.01, 0.1),   1.0),
 }
+# Section 8, the QAM paper's other columns: QAM-F inv_temp, fql_alpha | CGQL inv_temp, guidance_coef |
+# CGQL-M inv_temp, guidance_coef, noisy_coef.
+DOCS_QAM_METHODS = {
+    'antmaze-large-navigate':       ((3, 30),    (10, 0.1),  (10, 0.1, 0.1)),
+    'antmaze-giant-navigate':       ((3, 30),    (10, 0.1),  (10, 0.1, 0.001)),
+    'humanoidmaze-medium-navigate': ((1, 30),    (10, 0.01), (10, 0.1, 0.1)),
+    'humanoidmaze-large-navigate':  ((0.3, 30),  (10, 0.01), (10, 0.1, 0.1)),
+    'scene-play':                   ((1, 300),   (10, 0.1),  (10, 0.1, 0.1)),
+    'puzzle-3x3-play':              ((3, 0),     (10, 0.1),  (10, 0.1, 0.1)),
+    'puzzle-4x4-play':              ((3, 3),     (10, 0.1),  (10, 1.0, 0.001)),
+    'cube-double-play':             ((1, 0),     (10, 0.01), (10, 0.01, 0.001)),
+    'cube-triple-play':             ((10, 300),  (10, 0.1),  (10, 0.1, 0.001)),
+    'cube-quadruple-play':          ((0.3, 30),  (10, 0.1),  (10, 0.01, 0.1)),
+}
 # Section 9.1: stage 1 is 300K BC steps under trqam and none under qam.
 DOCS_BC_STEPS = {'trqam': 300_000, 'qam': 0}
 
 
 def docs_method_values(label, domain):
     """The method's own settings on `domain` (section 8; QAM is QAM-E without edit and FQL terms, CGQL-L the
-    linex mode: section 5/6), as `--agent.KEY` values. CGQL-L's inv_temp (10 everywhere) is its config's. The QAM
-    paper's other columns (QAM-F, CGQL, CGQL-M, ...) have none in section 8: only the domain's settings."""
+    linex mode: section 5/6), as `--agent.KEY` values. CGQL's inv_temp (10 everywhere) is its config's. Methods
+    section 8 does not list: only the domain's settings."""
     qam, (qam_e_temp, qam_e_edit), alpha, kappa, noise, (_, guidance, noisy), eps_kl = DOCS_METHODS[domain]
+    (qam_f_temp, qam_f_alpha), (_, simple_guidance), (_, mse_guidance, mse_noisy) = DOCS_QAM_METHODS[domain]
     return {
         'TRQAM': {'kl_budget': eps_kl},
         'QAM': {'inv_temp': qam, 'edit_scale': 0.0, 'fql_alpha': 0.0},
@@ -84,6 +99,9 @@ def docs_method_values(label, domain):
         'IFQL': {'expectile': kappa},
         'DSRL': {'noise_scale': noise},
         'CGQL-L': {'mode': 'linex', 'guidance_coef': guidance, 'noisy_coef': noisy},
+        'QAM-F': {'inv_temp': qam_f_temp, 'fql_alpha': qam_f_alpha, 'edit_scale': 0.0},
+        'CGQL': {'mode': 'simple', 'guidance_coef': simple_guidance},
+        'CGQL-M': {'mode': 'mse', 'guidance_coef': mse_guidance, 'noisy_coef': mse_noisy},
     }.get(label, {})
 
 
@@ -111,8 +129,9 @@ from core.errors import EXIT_PREEMPTED
 from protocols.methods import METHODS, paper_methods
 from protocols.domains import DOMAINS
 assert not os.path.exists(os.path.join('..', 'shared')), 'not a fresh clone'
+columns = [label for label in METHODS if label in paper_methods('trqam') + paper_methods('qam')]
 print(json.dumps({f'{label}|{env}|{protocol}': METHODS[label].protocol_settings(env, protocol, 'DATA')
-                  for protocol in ('trqam', 'qam') for label in paper_methods('trqam')
+                  for protocol in ('trqam', 'qam') for label in columns
                   for domain in DOMAINS.values() for env in domain.env_names()}))
 '''
 
@@ -129,16 +148,17 @@ def test_a_fresh_clone_resolves_every_task_to_the_docs_table(tmp_path):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     resolved = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(resolved) == 2 * 7 * 50
+    columns = [label for label in METHODS if label in paper_methods('trqam') + paper_methods('qam')]
+    assert len(resolved) == 2 * len(columns) * 50 and len(columns) >= 10
     assert len(domains.DOMAINS) == 10 and set(domains.DOMAINS) == set(DOCS_DOMAINS)
-    for protocol in ('trqam', 'qam'):  # section 8's columns, the TRQAM paper's, under both protocols
-        for label in paper_methods('trqam'):
+    for protocol in ('trqam', 'qam'):  # both papers' columns under both protocols
+        for label in columns:
             for domain in DOCS_DOMAINS:
                 for task in range(1, 6):
                     env_name = f'{domain}-singletask-task{task}-v0'
                     got = _normalized(resolved[f'{label}|{env_name}|{protocol}'])
                     assert got == docs_settings(label, domain, protocol), (label, env_name, protocol)
-    # CGQL-L's inv_temp of the docs' table is its config file's, the same on every domain.
+    # The CGQL columns' inv_temp of the docs' tables is their config file's, the same on every domain.
     assert METHODS['CGQL-L'].default_config().inv_temp == 10
 
 
@@ -203,11 +223,15 @@ def test_paper_sweep_job_counts_under_both_protocols(paper_sweeps):
     assert set(qam.spec.methods) == set(paper_methods('qam')) and {job.method for job in qam.rl_jobs} == set(
         paper_methods('qam'))
     for table in (qam, qam4):  # the QAM paper: 12 seeds, one stage
-        assert len(table.expected) == columns * 50 * 12 and not table.bc_jobs and len(table.duplicates) == 120
-        assert table.rl_runs == columns * 600 - 120 and table.spec.save_dir == 'runs/paper_qam'
+        # QAM-E is QAM on scene and cube-double, QAM-F on puzzle-3x3 and cube-double: 4 x 5 tasks x 12 seeds.
+        assert len(table.expected) == columns * 50 * 12 and not table.bc_jobs and len(table.duplicates) == 240
+        assert {(label, domains.domain_name(env), same) for label, env, _, same in table.duplicates} == {
+            ('QAM-E', 'scene-play', 'QAM'), ('QAM-E', 'cube-double-play', 'QAM'),
+            ('QAM-F', 'puzzle-3x3-play', 'QAM'), ('QAM-F', 'cube-double-play', 'QAM')}
+        assert table.rl_runs == columns * 600 - 240 and table.spec.save_dir == 'runs/paper_qam'
         assert all(flag(job.command, 'pretrained_actor_path') is None and '--bc_only' not in job.command
                    and flag(job.command, 'bc_steps') is None and job.depends_on is None for job in table.rl_jobs)
-    assert len(qam.rl_jobs) == columns * 600 - 120 and len(qam4.rl_jobs) == columns * 150 - 30
+    assert len(qam.rl_jobs) == columns * 600 - 240 and len(qam4.rl_jobs) == columns * 150 - 60
     assert presets.expected_runs('paper', protocol='qam') == qam.expected
 
     assert set(trqam.missing_data) == set(domains.DOMAINS)  # nothing under an empty folder
@@ -353,7 +377,8 @@ def test_cpu_preset_commands_are_small():
     assert presets.expected_runs('cpu') == table.expected
     qam = sweep.build_sweep(sweep.resolve_spec('cpu', protocol='qam'))
     assert not qam.bc_jobs and qam.spec.save_dir == 'runs/cpu_preset_qam'
-    assert len(qam.rl_jobs) == len(paper_methods('qam')) * 3 * 2 - 4  # the QAM paper's columns; QAM-E is QAM twice
+    # The QAM paper's columns; QAM-E is QAM on scene and cube-double, QAM-F on puzzle-3x3 and cube-double.
+    assert len(qam.rl_jobs) == len(paper_methods('qam')) * 3 * 2 - 8
     with pytest.raises(ValueError, match='bc_steps'):
         sweep.resolve_spec('paper', protocol='qam', bc_steps=1000)
 
@@ -423,7 +448,7 @@ def test_the_qam_sweep_costs_every_column_and_names_those_without_a_cost(tmp_pat
     # named, not a crash; every other column of the QAM paper is costed from the committed file.
     monkeypatch.setitem(METHODS, 'TOY', Method('TOY', 'tests.toy_agent.ToyAgent', papers=('qam',)))
     table = sweep.build_sweep(sweep.resolve_spec('paper', protocol='qam', dataset_dir=str(tmp_path),
-                                                 domains=('puzzle-3x3-play',), tasks=(1,), seeds=(0,)))
+                                                 domains=('antmaze-large-navigate',), tasks=(1,), seeds=(0,)))
     assert [job.method for job in table.rl_jobs] == list(paper_methods('qam')) and 'TOY' in paper_methods('qam')
     report = sweep.estimate_report(table, sweep.DEFAULT_COSTS)
     notes = [line for line in report.splitlines() if line.startswith('  note: no ms_per_update')]
