@@ -381,7 +381,8 @@ def job_ms(job: Job, costs: dict, seeds_per_process: int, notes: collections.Cou
         notes[f'{method.slug} costed as {agent} (its agent module)'] += 1
     update_ms = table.get(agent, {}).get(job.size)
     if update_ms is None:
-        notes[f'no ms_per_update for {method.slug} at size {job.size}: its updates count as 0'] += 1
+        notes[f'no ms_per_update for {method.slug} at size {job.size}: its updates count as 0 (measure them with '
+              f'experiments/benchmark.py --agents={method.slug} --out=FILE)'] += 1
     episode_ms = _figure(costs['eval_ms_per_episode'], job.size, 'evaluation', notes)
     if episode_ms is None and job.evaluations:
         notes[f'no eval_ms_per_episode at size {job.size}: its evaluation counts as 0'] += 1
