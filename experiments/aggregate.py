@@ -9,7 +9,10 @@ seeds, and the IQM over runs x tasks with its 95% stratified-bootstrap CI (rliab
 of the methods, tasks and seeds found) but absent or short of the step are listed, never averaged in. The figures:
 rliable's comparisons (PNG, PDF), and learning curves per domain with TRQAM's dual variables (PNG). A run whose
 configuration is also another method's on its domain (`Method.is_configured_as`) counts for both. A table names its
-runs' --protocol; --reference puts beside it the published numbers of the paper that protocol reproduces.
+runs' --protocol; --reference puts beside it the published numbers of the paper that protocol reproduces and, for the
+QAM paper, beside its released runs (experiments/reference_results/qam_paper_curves.csv.gz): our seeds' curves over
+the published seeds' spread per task and domain (`reference_{domain}.png`) and the IQM of both at the end of each
+phase (`reference_iqm.md`, `.json`, `.png`).
 """
 
 import contextlib
@@ -35,6 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rliable import library, metrics, plot_utils  # noqa: E402
 
 from envs import ogbench_data, robomimic  # noqa: E402
+from experiments import reference as release  # noqa: E402
 from experiments.presets import PRESETS, expected_runs  # noqa: E402
 from protocols.domains import DOMAINS, PROTOCOLS, domain_name  # noqa: E402
 from protocols.methods import BC, METHODS, method_of, paper_methods  # noqa: E402
@@ -42,12 +46,13 @@ from runner import layout  # noqa: E402
 from runner.logs import read_csv  # noqa: E402
 
 DEFAULT_REFERENCE_DIR = 'experiments/reference_results'  # relative to the repository root
-REFERENCE_FILES = {'qam_paper': 'qam_paper_success.csv', 'trqam_paper': 'trqam_paper_aggregate.csv'}
-REFERENCE_PHASES = {'offline_end': 'offline_1M', 'online_end': 'online_end_1.5M'}
+REFERENCE_FILES = {'qam_paper': release.CURVES_FILE, 'trqam_paper': 'trqam_paper_aggregate.csv'}
+REFERENCE_PHASES = {step: release.SUMMARY_PHASES[phase] for step, phase in release.PHASE_ENDS.items()}
 STEP_TITLES = {'offline_end': 'at the end of offline training (step = offline_steps of each run)',
                'online_end': 'at the end of online fine-tuning (step = offline_steps + online_steps)'}
 # The published numbers each protocol reproduces (docs/algorithms.md section 9.1); others get both, labelled.
-REFERENCE_OF_PROTOCOL = {'qam': ('qam_paper',), 'trqam': ('trqam_paper',), 'none': ()}
+REFERENCE_OF_PROTOCOL = {name: (f'{protocol.paper}_paper',) if protocol.paper else ()
+                         for name, protocol in PROTOCOLS.items()}
 DUAL_KEYS = ('training/dual/lambda', 'training/dual/path_kl', 'training/dual/kl_ema', 'training/dual/kl_budget')
 UNRECORDED = 'unrecorded'
 KEY = ['method', 'env', 'seed']
@@ -90,7 +95,7 @@ def load_run(run_dir: str, protocol: Optional[str] = None) -> Optional[pd.DataFr
         offline_steps=int(run.get('offline_steps') or 0),
         online_steps=0 if bc_only else int(run.get('online_steps') or 0))
     others = [] if method == BC.label or domain_name(env_name) not in DOMAINS else [  # same config, other labels
-        label for label in paper_methods()
+        label for label in paper_methods(run_protocol or 'trqam')
         if label != method and METHODS[label].is_configured_as(config, env_name, run_protocol, method)]
     return pd.concat([frame] + [frame.assign(method=label, alias_of=method) for label in others], ignore_index=True)
 
@@ -242,16 +247,21 @@ def resolve_reference_dir(reference_dir: str = DEFAULT_REFERENCE_DIR) -> str:
 
 
 def load_reference(reference_dir: str = DEFAULT_REFERENCE_DIR) -> Dict[str, pd.DataFrame]:
-    """{'qam_paper': frame, 'trqam_paper': frame}, each indexed by (phase, method, domain) with the published
-    `mean` and `std` (%; NaN where not published), from the two files of REFERENCE_FILES in `reference_dir`."""
+    """{'qam_paper': frame, 'trqam_paper': frame, 'qam_paper_curves': frame} from the files of REFERENCE_FILES in
+    `reference_dir`. The first two are indexed by (phase, method, domain) with the published `mean` and `std` (%; NaN
+    where not published): the QAM paper's derived from its released curves (`reference.published_summary`), which
+    the third holds as read (`reference.load_curves`)."""
     directory = resolve_reference_dir(reference_dir)
     paths = {source: os.path.join(directory, name) for source, name in REFERENCE_FILES.items()}
     absent = [path for path in paths.values() if not os.path.exists(path)]
     if absent:
         raise FileNotFoundError(f'{", ".join(absent)} missing: pass --reference_dir (default {DEFAULT_REFERENCE_DIR}, '
                                 'relative to the repository root) or drop --reference.')
-    return {source: pd.read_csv(path).rename(columns={'success_mean_pct': 'mean', 'success_std_pct': 'std'})
-            .set_index(['phase', 'method', 'domain']) for source, path in paths.items()}
+    curves = release.load_curves(paths['qam_paper'])
+    trqam_paper = pd.read_csv(paths['trqam_paper']).rename(columns={'success_mean_pct': 'mean',
+                                                                    'success_std_pct': 'std'})
+    return {'qam_paper': release.published_summary(curves), 'qam_paper_curves': curves,
+            'trqam_paper': trqam_paper.set_index(['phase', 'method', 'domain'])}
 
 
 def published(reference, step, source: str) -> pd.DataFrame:
@@ -265,12 +275,14 @@ def _fmt(value) -> str:
 
 
 def _cell(stats, max_n: int, reference=None) -> str:
-    """'mean ± std', '(n=k)' when fewer seeds than elsewhere, ' / published mean ± std' with a reference."""
+    """'mean ± std', '(n=k)' when fewer seeds than elsewhere, ' / published mean ± std' with a reference (in
+    whole percents, as the QAM paper's tables give them)."""
     text = '-'
     if stats is not None:
         text = _fmt(stats['mean']) + (f' ± {_fmt(stats["std"])}' if np.isfinite(stats['std']) else '')
         text += f' (n={int(stats["n"])})' if stats['n'] < max_n else ''
-    return text + (f' / {reference["mean"]:g} ± {reference["std"]:g}' if reference is not None else '')
+    return text + (f' / {release.whole_percent(reference["mean"])} ± {release.whole_percent(reference["std"])}'
+                   if reference is not None else '')
 
 
 def _row(frame: pd.DataFrame, key):
@@ -491,6 +503,161 @@ def plot_curves(runs: pd.DataFrame, out_dir: str, include_bc: bool = False) -> L
     return paths
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Beside the QAM paper's released runs (`--reference`, experiments/reference.py): per task and domain our seeds'
+# curves over the published seeds' spread, and the IQM of both at the end of each phase.
+# ---------------------------------------------------------------------------------------------------------------------
+
+def compared_to_qam_paper(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs (not BC) whose protocol reproduces the QAM paper, or that record none (REFERENCE_OF_PROTOCOL)."""
+    every = tuple(REFERENCE_FILES)
+    keep = runs.protocol.map(lambda protocol: 'qam_paper' in REFERENCE_OF_PROTOCOL.get(protocol, every))
+    return runs[keep.astype(bool) & (runs.method != BC.label) & runs.success.notna()]
+
+
+def release_steps(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.Series:
+    """Our runs' steps on the release's axis: each phase of a run stretched to the release's length for its method
+    (1M offline, then 500K online; online only where the release has no offline phase), so a run of the paper's
+    lengths keeps its steps and a short one spans the published curves."""
+    offline_methods = set(curves.method[curves.phase == 'offline'])
+    release_offline = runs.method.isin(offline_methods) * float(release.PHASE_STEPS['offline'])
+    offline, online, step = (runs[key].astype(float) for key in ('offline_steps', 'online_steps', 'step'))
+    in_offline = (step <= offline) & (offline > 0)
+    offline_x = step / offline.where(offline > 0, 1.0) * release_offline
+    online_x = release_offline.where(offline > 0, 0.0) + (step - offline) / online.where(online > 0, 1.0) * float(
+        release.PHASE_STEPS['online'])
+    return offline_x.where(in_offline, online_x)
+
+
+def published_band(curves: pd.DataFrame, name: str, method: str) -> pd.DataFrame:
+    """Per step of the release: the mean, quartiles, min and max over its seeds of the success (%) of `name`."""
+    rows = curves[(curves.name == name) & (curves.method == method)]
+    success = (100.0 * rows.success).groupby(rows.step)
+    return pd.DataFrame({'mean': success.mean(), 'q25': success.quantile(0.25), 'q75': success.quantile(0.75),
+                         'min': success.min(), 'max': success.max()})
+
+
+def _plot_reference_panel(axis, ours: pd.DataFrame, band: pd.DataFrame, color, title: str):
+    """The published seeds' min-max and interquartile bands and mean, under our seeds' curves and their mean
+    (steps in millions)."""
+    steps = band.index / 1e6
+    axis.fill_between(steps, band['min'], band['max'], color='grey', alpha=0.2, linewidth=0, label='published: min-max')
+    axis.fill_between(steps, band.q25, band.q75, color='grey', alpha=0.45, linewidth=0, label='published: IQR')
+    axis.plot(steps, band['mean'], color='black', linewidth=1.2, label='published: mean')
+    for _, curve in ours.groupby('seed'):
+        axis.plot(curve.x / 1e6, curve.success, color=color, linewidth=0.8, alpha=0.7)
+    mean = ours.groupby('x').success.mean()
+    axis.plot(mean.index / 1e6, mean.to_numpy(), color=color, linewidth=2, marker='o', markersize=3,
+              label='ours: mean (thin: seeds)')
+    if band.index.max() > release.PHASE_STEPS['offline']:  # both phases: the end of the offline one
+        axis.axvline(release.PHASE_STEPS['offline'] / 1e6, color='grey', linestyle='--', linewidth=1)
+    axis.set_title(title, fontsize=8)
+    axis.set_ylim(-2, 102)
+    axis.grid(alpha=0.3)
+
+
+def plot_reference_curves(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str) -> List[str]:
+    """PNG files `reference_{domain}.png`: a column per method, a row for the domain (the per-seed average over our
+    tasks of it, beside the release's domain rows) and one per task, our seeds over the published seeds' spread."""
+    os.makedirs(out_dir, exist_ok=True)
+    runs = compared_to_qam_paper(runs)
+    runs = runs[runs.env.isin(set(curves.name)) & runs.method.isin(set(curves.method))]
+    runs = runs.assign(x=release_steps(runs, curves)).drop_duplicates(['method', 'env', 'seed', 'step'])
+    paths = []
+    for domain in _ordered(runs.domain.unique(), DOMAINS):
+        domain_runs = runs[runs.domain == domain]
+        methods = _ordered(domain_runs.method.unique(), METHODS)
+        envs = sorted(domain_runs.env.unique())
+        fig, axes = plt.subplots(1 + len(envs), len(methods), figsize=(3.4 * len(methods), 2.4 * (1 + len(envs))),
+                                 squeeze=False, sharex='col')
+        for column, method in enumerate(methods):
+            own = domain_runs[domain_runs.method == method]
+            color = f'C{list(METHODS).index(method) % 10 if method in METHODS else column % 10}'
+            average = own.groupby(['seed', 'x']).success.mean().reset_index()
+            _plot_reference_panel(axes[0, column], average, published_band(curves, domain, method), color,
+                                  f'{method}, {domain} ({own.env.nunique()} of our tasks)')
+            for row, env in enumerate(envs, start=1):
+                _plot_reference_panel(axes[row, column], own[own.env == env], published_band(curves, env, method),
+                                      color, f'{method}, {env}')
+        axes[0, 0].legend(fontsize=7, loc='best')
+        for axis in axes[-1]:
+            axis.set_xlabel('step (M; our phases stretched to the release\'s)', fontsize=8)
+        for axis in axes[:, 0]:
+            axis.set_ylabel('success (%)')
+        paths += _save(fig, os.path.join(out_dir, f'reference_{domain}'), formats=('png',))
+    return paths
+
+
+def reference_iqm(runs: pd.DataFrame, curves: pd.DataFrame, reps: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """At the end of each phase (release.PHASE_ENDS) and for each method: the IQM over runs x tasks with its 95%
+    stratified-bootstrap CI of our runs and of the release's runs on the same tasks (those our seeds all have)."""
+    runs, matrices = compared_to_qam_paper(runs), {}
+    runs = runs[runs.env.isin(set(curves.name))]
+    for step in release.PHASE_ENDS:
+        chosen, _ = _choose_runs(runs, step)
+        for method, own in chosen[chosen.score.notna()].groupby('method', sort=False):
+            ours = own.pivot(index='seed', columns='env', values='score').dropna()
+            published = release.phase_end_matrix(curves, step, method, list(ours.columns))
+            if len(ours) and len(published):
+                matrices.update({(step, method, 'ours'): ours.to_numpy(), (step, method, 'published'): published})
+    estimates = interval_estimates(matrices, metrics.aggregate_iqm, reps, seed) if matrices else {}
+    rows = [(*key, *estimates[key], *matrix.shape) for key, matrix in matrices.items()]
+    return pd.DataFrame(rows, columns=['step', 'method', 'source', 'iqm', 'low', 'high', 'runs', 'tasks'])
+
+
+def reference_markdown(comparison: pd.DataFrame) -> str:
+    """The IQM comparison as Markdown: a row per method, ours and published at each phase's end."""
+    lines = ['## IQM (%) beside the QAM paper\'s released runs, on the tasks of ours', '',
+             'IQM over runs x tasks with its 95% stratified bootstrap CI (rliable); (runs x tasks). Published: the '
+             'release\'s 12 seeds on the same tasks, at the end of its 1M offline and 500K online steps; ours: at '
+             'the end of each run\'s phases.', '']
+    if comparison.empty:
+        return '\n'.join(lines + ['No run of ours has an evaluation at a phase end on a task of the release.']) + '\n'
+    cells = {(row.step, row.method, row.source): f'{_fmt(row.iqm)} [{_fmt(row.low)}, {_fmt(row.high)}] '
+             f'({row.runs:.0f}x{row.tasks:.0f})' for row in comparison.itertuples()}
+    columns = [(step, source) for step in release.PHASE_ENDS for source in ('ours', 'published')]
+    frame = pd.DataFrame([[method] + [cells.get((step, method, source), '-') for step, source in columns]
+                          for method in _ordered(comparison.method.unique(), METHODS)],
+                         columns=['method'] + [f'{step}: {source}' for step, source in columns])
+    return '\n'.join(lines + [frame.to_markdown(index=False, disable_numparse=True)]) + '\n'
+
+
+def plot_reference_iqm(comparison: pd.DataFrame, out_dir: str) -> List[str]:
+    """`reference_iqm.png`: per phase end, each method's IQM and CI, ours above the published one."""
+    methods = _ordered(comparison.method.unique(), METHODS)
+    fig, axes = plt.subplots(1, len(release.PHASE_ENDS), figsize=(10, 0.6 + 0.6 * len(methods)), squeeze=False)
+    for axis, step in zip(axes[0], release.PHASE_ENDS):
+        for offset, source, color in ((0.15, 'ours', 'C0'), (-0.15, 'published', 'black')):
+            rows = comparison[(comparison.step == step) & (comparison.source == source)].set_index('method')
+            rows = rows.reindex([m for m in methods if m in rows.index])
+            y = np.array([len(methods) - 1 - methods.index(m) for m in rows.index]) + offset
+            axis.errorbar(rows.iqm, y, xerr=[rows.iqm - rows.low, rows.high - rows.iqm], fmt='o', color=color,
+                          capsize=3, label=source)
+        axis.set(yticks=range(len(methods)), yticklabels=methods[::-1], xlim=(-2, 102), xlabel='IQM success (%)',
+                 title=step.replace('_', ' '))
+        axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc='best')
+    return _save(fig, os.path.join(out_dir, 'reference_iqm'), formats=('png',))
+
+
+def write_reference_comparison(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str, reps: int,
+                               plots: bool = True) -> List[str]:
+    """The IQM comparison (Markdown, JSON, printed) and, with `plots`, its figure and the curves per domain."""
+    os.makedirs(out_dir, exist_ok=True)
+    comparison = reference_iqm(runs, curves, reps)
+    text = reference_markdown(comparison)
+    print(text)
+    stem = os.path.join(out_dir, 'reference_iqm')
+    with open(f'{stem}.md', 'w') as f:
+        f.write(text)
+    with open(f'{stem}.json', 'w') as f:
+        json.dump(comparison.to_dict('records'), f, indent=2)
+    written = [f'{stem}.md', f'{stem}.json']
+    if plots and len(comparison):
+        written += plot_reference_iqm(comparison, out_dir)
+    return written + (plot_reference_curves(runs, curves, out_dir) if plots else [])
+
+
 def parse_step(text: str):
     if text in STEP_TITLES:
         return text
@@ -504,7 +671,8 @@ def define_flags():
     flags.DEFINE_string('runs_dir', 'runs', 'Folder searched recursively for run directories (flags.json).')
     flags.DEFINE_string('step', 'offline_end', 'offline_end, online_end or a step number.')
     flags.DEFINE_string('out_dir', None, 'Where tables and figures go (default: {runs_dir}/aggregate).')
-    flags.DEFINE_bool('reference', False, 'Put the published numbers of each protocol\'s paper beside ours.')
+    flags.DEFINE_bool('reference', False, 'Put the published numbers of each protocol\'s paper beside ours (for the '
+                      'QAM paper also its released runs: curves and IQM at the phase ends).')
     flags.DEFINE_enum('protocol', None, list(PROTOCOLS), 'Only the runs of this --protocol (default: every run).')
     flags.DEFINE_string('reference_dir', DEFAULT_REFERENCE_DIR, 'Folder of the published numbers.')
     flags.DEFINE_enum('expect', None, list(PRESETS), 'Expected runs: a sweep preset\'s, under --protocol.')
@@ -527,6 +695,9 @@ def main(_):
     written = write_tables(table, out_dir, reference=reference)
     if options.plots:
         written += plot_comparison(table, out_dir, options.figure_reps) + plot_curves(runs, out_dir, options.include_bc)
+    if reference is not None and 'qam_paper' in REFERENCE_OF_PROTOCOL.get(table.protocol, tuple(REFERENCE_FILES)):
+        written += write_reference_comparison(runs, reference['qam_paper_curves'], out_dir, options.bootstrap_reps,
+                                              options.plots)
     print(f'{runs[runs.alias_of == ""].run_dir.nunique()} run directories; wrote {", ".join(written)}.')
 
 

@@ -21,7 +21,7 @@ class SweepSpec:
 
     preset: str = 'paper'
     protocol: str = 'trqam'  # main.py's --protocol of every job
-    methods: Optional[Tuple[str, ...]] = None  # table labels; None: the papers'
+    methods: Optional[Tuple[str, ...]] = None  # table labels; None: those of the protocol's paper
     domains: Tuple[str, ...] = tuple(domains.DOMAINS)
     tasks: Optional[Tuple[int, ...]] = (1, 2, 3, 4, 5)  # OGBench tasks (a Robomimic domain has one)
     seeds: Optional[Tuple[int, ...]] = None  # None: the protocol's PAPER_SEEDS
@@ -59,14 +59,14 @@ PRESETS = {spec.preset: spec for spec in (
 
 
 def resolve_spec(preset: str = 'paper', **changes) -> SweepSpec:
-    """A preset with `changes` (None keeps the preset's), completed by its protocol: the papers' methods, the
+    """A preset with `changes` (None keeps the preset's), completed by its protocol: its paper's methods, the
     protocol's seeds and BC stage, and a save folder named after a protocol other than trqam (same run names)."""
     if preset not in PRESETS:
         raise ValueError(f'Unknown preset {preset!r}; known: {", ".join(PRESETS)}.')
     given = {key: value for key, value in changes.items() if value is not None}
     spec = dataclasses.replace(PRESETS[preset], **given)
     protocol = domains.get_protocol(spec.protocol)
-    methods = tuple(spec.methods or paper_methods())
+    methods = tuple(spec.methods or paper_methods(protocol.name))
     unknown = [label for label in methods if label not in METHODS or label == BC.label]
     if unknown:
         raise ValueError(f'Unknown methods {unknown}; known: {", ".join(m for m in METHODS if m != BC.label)}.')

@@ -173,10 +173,14 @@ class JobBuilder:
         self.bc_runs: Dict[tuple, BCRun] = {}  # by (env, BC config)
 
     def agent_overrides(self, label: str) -> dict:
-        """The --agent.* values of a method's jobs: the spec's network and extra overrides its config has."""
-        keys = METHODS[label].default_config().keys()
-        return {key: value for key, value in {**self.spec.network, **self.spec.extra_agent_overrides}.items()
-                if key in keys}
+        """The --agent.* values of a method's jobs: the settings that make the method where its config file has
+        others (CGQL-M's mode: main.py tells the method by the config, so agents/cgql.py alone would be CGQL-L's),
+        then the spec's network and extra overrides its config has."""
+        method = METHODS[label]
+        config = method.default_config()
+        identity = {key: value for key, value in method.fixed.items() if not same_setting(config.get(key), value)}
+        return {**identity, **{key: value for key, value in {**self.spec.network, **self.spec.extra_agent_overrides}
+                               .items() if key in config}}
 
     def distinct_configs(self, env_name: str) -> Tuple[List[Tuple[str, dict]], Dict[str, str]]:
         """([(method, resolved agent config)] to launch on `env_name`, {method: the earlier method it equals})."""
@@ -381,7 +385,8 @@ def job_ms(job: Job, costs: dict, seeds_per_process: int, notes: collections.Cou
         notes[f'{method.slug} costed as {agent} (its agent module)'] += 1
     update_ms = table.get(agent, {}).get(job.size)
     if update_ms is None:
-        notes[f'no ms_per_update for {method.slug} at size {job.size}: its updates count as 0'] += 1
+        notes[f'no ms_per_update for {method.slug} at size {job.size}: its updates count as 0 (measure them with '
+              f'experiments/benchmark.py --agents={method.slug} --out=FILE)'] += 1
     episode_ms = _figure(costs['eval_ms_per_episode'], job.size, 'evaluation', notes)
     if episode_ms is None and job.evaluations:
         notes[f'no eval_ms_per_episode at size {job.size}: its evaluation counts as 0'] += 1
@@ -612,7 +617,10 @@ def _define_flags():
     protocol_seeds = ', '.join(f'{count} under {name}' for name, count in PAPER_SEEDS.items())
     enum('preset', 'paper', list(PRESETS), 'What to run: paper, cpu (laptop-sized), robomimic (see presets.py).')
     enum('protocol', 'trqam', list(domains_lib.PROTOCOLS), 'main.py\'s --protocol of every job.')
-    comma_list('methods', None, f'Methods (default: the preset\'s, else {", ".join(paper_methods())}).')
+    paper_columns = '; '.join(f'{name}: {", ".join(paper_methods(name))}' for name in domains_lib.PROTOCOLS
+                              if domains_lib.PROTOCOLS[name].paper)
+    comma_list('methods', None, f'Methods (default: the preset\'s, else the columns of the table the protocol '
+               f'reproduces; {paper_columns}).')
     comma_list('domains', None, 'Domains (default: the preset\'s): '
                f'{", ".join([*domains_lib.DOMAINS, *domains_lib.ROBOMIMIC_DOMAINS])}.')
     comma_list('tasks', None, 'OGBench tasks 1..5 (default: the preset\'s).')

@@ -179,6 +179,7 @@ class Protocol:
     bc_steps: int  # stage 1, BC pre-training of the flow (0: methods start from scratch)
     paper_settings: bool  # the domain table and the methods' per-domain hyperparameters apply
     trqam_data: bool  # the TRQAM paper's discounts, networks and large datasets (else the QAM paper's)
+    paper: Optional[str] = None  # the paper whose table it reproduces (protocols.methods.PAPERS), if any
 
     def agent_settings(self, env_name: str) -> dict:
         """The `--agent.*` values every method gets on the domain of `env_name` (BC pre-training too, so one
@@ -205,9 +206,10 @@ class Protocol:
 
 PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in (
     Protocol('trqam', 'the TRQAM paper: BC pre-training, then every method with the authors\' discounts and the '
-             'large datasets and networks on four domains', bc_steps=300_000, paper_settings=True, trqam_data=True),
+             'large datasets and networks on four domains', bc_steps=300_000, paper_settings=True, trqam_data=True,
+             paper='trqam'),
     Protocol('qam', 'the QAM paper: every method from scratch, its discounts, the 1M datasets', bc_steps=0,
-             paper_settings=True, trqam_data=False),
+             paper_settings=True, trqam_data=False, paper='qam'),
     Protocol('none', 'only the flags and the agent config', bc_steps=0, paper_settings=False, trqam_data=False),
 )}
 

@@ -7,6 +7,7 @@ section 8). Table labels, run-name prefixes, benchmark names, the sweep's jobs a
 all derive from `METHODS`, so adding a method is its file plus one entry here.
 
     method = method_of(config)            # the method an agent config is, e.g. QAM-E
+    paper_methods('qam')                  # the columns of the QAM paper's table, the QAM sweep's methods
     METHODS['QAM-E'].overrides('puzzle-4x4-play-singletask-task2-v0', 'trqam')   # its --agent.* values there
     METHODS['QAM-E'].protocol_settings('puzzle-4x4-play-singletask-task2-v0', 'trqam', dataset_dir)
 """
@@ -18,6 +19,8 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from protocols import domains
 
+# The papers whose tables the registry knows (protocols/domains.py `Protocol.paper`: the protocol reproducing each).
+PAPERS = ('trqam', 'qam')
 # Keys a run may change without becoming another method (network sizes: the CPU presets and the tests use small
 # ones), and with them the ones every method gets alike on a domain (protocols/domains.py `Protocol.agent_settings`).
 NETWORK_KEYS = ('actor_hidden_dims', 'value_hidden_dims', 'actor_layer_norm', 'num_qs', 'batch_size')
@@ -39,12 +42,17 @@ class Method:
     per_domain: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)  # key -> column()
     # An agent config is this method when it has the `fixed` settings and meets `condition`.
     condition: Callable[[Mapping], bool] = lambda config: True
-    in_paper: bool = True  # a column of the papers' tables (the sweep's default methods)
+    papers: Tuple[str, ...] = ()  # the papers (PAPERS) whose tables have it as a column: their sweeps run it
     run_prefix: Optional[str] = None  # default: the lower-cased label
     config: Optional[str] = None  # module of its config file (default: the agent's module)
     # main.py flags that are part of the method under a paper's protocol, e.g. RLPD's online-only runs; they
     # take the place of the protocol's and the sweep's values of those flags (an explicit flag still wins).
     run_flags: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = [paper for paper in self.papers if paper not in PAPERS]
+        if unknown:
+            raise ValueError(f'Method {self.label}: unknown papers {unknown}; known: {", ".join(PAPERS)}.')
 
     @property
     def module(self) -> str:
@@ -176,53 +184,62 @@ def same_setting(a, b) -> bool:
 # humanoidmaze-large, scene, puzzle-3x3, puzzle-4x4, cube-double, cube-triple, cube-quadruple. The QAM
 # paper's values (section 8); TRQAM's per-domain eps_KL is not public: 1.0 everywhere, 0.5 on cube-triple
 # after the authors' example command. Discounts, pessimism and networks are the protocol's (protocols/domains.py).
+BOTH = PAPERS  # a column of both papers' tables
 _METHODS = (
-    Method('TRQAM', 'agents.trqam.TRQAMAgent', per_domain=dict(kl_budget=column(1, 1, 1, 1, 1, 1, 1, 1, 0.5, 1))),
-    Method('QAM', 'agents.qam.QAMAgent', fixed=dict(edit_scale=0.0, fql_alpha=0.0), per_domain=dict(
+    Method('TRQAM', 'agents.trqam.TRQAMAgent', papers=('trqam',), per_domain=dict(
+        kl_budget=column(1, 1, 1, 1, 1, 1, 1, 1, 0.5, 1))),
+    Method('QAM', 'agents.qam.QAMAgent', fixed=dict(edit_scale=0.0, fql_alpha=0.0), papers=BOTH, per_domain=dict(
         inv_temp=column(10, 3, 3, 3, 1, 3, 30, 1, 3, 1))),
     # Where the QAM paper's edit_scale is 0 (scene, cube-double), QAM-E is QAM with that inv_temp.
-    Method('QAM-E', 'agents.qam.QAMAgent', fixed=dict(fql_alpha=0.0), config='agents.qam_e',
+    Method('QAM-E', 'agents.qam.QAMAgent', fixed=dict(fql_alpha=0.0), config='agents.qam_e', papers=BOTH,
            condition=lambda config: (config.get('edit_scale') or 0) > 0, per_domain=dict(
                inv_temp=column(1, 10, 3, 3, 1, 1, 0.1, 1, 3, 3),
                edit_scale=column(0.1, 0.1, 0.1, 0.1, 0, 0.1, 0.9, 0, 0.1, 0.1))),
-    Method('QAM-F', 'agents.qam.QAMAgent', fixed=dict(edit_scale=0.0), config='agents.qam_f', in_paper=False,
-           condition=lambda config: (config.get('fql_alpha') or 0) > 0),
-    Method('FQL', 'agents.fql.FQLAgent', per_domain=dict(alpha=column(3, 3, 30, 30, 300, 300, 1, 300, 30, 100))),
-    Method('IFQL', 'agents.ifql.IFQLAgent', per_domain=dict(
+    # Where the QAM paper's fql_alpha is 0 (puzzle-3x3, cube-double), QAM-F is QAM with that inv_temp.
+    Method('QAM-F', 'agents.qam.QAMAgent', fixed=dict(edit_scale=0.0), config='agents.qam_f', papers=('qam',),
+           condition=lambda config: (config.get('fql_alpha') or 0) > 0, per_domain=dict(
+               inv_temp=column(3, 3, 1, 0.3, 1, 3, 3, 1, 10, 0.3),
+               fql_alpha=column(30, 30, 30, 30, 300, 0, 3, 0, 300, 30))),
+    Method('FQL', 'agents.fql.FQLAgent', papers=BOTH, per_domain=dict(
+        alpha=column(3, 3, 30, 30, 300, 300, 1, 300, 30, 100))),
+    Method('IFQL', 'agents.ifql.IFQLAgent', papers=BOTH, per_domain=dict(
         expectile=column(0.9, 0.8, 0.7, 0.8, 0.9, 0.95, 0.9, 0.9, 0.95, 0.95))),
-    Method('DSRL', 'agents.dsrl.DSRLAgent', per_domain=dict(
+    Method('DSRL', 'agents.dsrl.DSRLAgent', papers=BOTH, per_domain=dict(
         noise_scale=column(0.8, 1.2, 0.6, 0.8, 0.4, 1.0, 1.0, 1.0, 1.4, 1.4))),
-    Method('CGQL-L', 'agents.cgql.CGQLAgent', fixed=dict(mode='linex'), per_domain=dict(
+    Method('CGQL-L', 'agents.cgql.CGQLAgent', fixed=dict(mode='linex'), papers=BOTH, per_domain=dict(
                guidance_coef=column(0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 1.0, 0.01, 0.1, 0.01),
                noisy_coef=column(0.001, 0.001, 0.1, 0.1, 0.1, 0.001, 0.001, 0.001, 0.001, 0.1))),
-    Method('CGQL-M', 'agents.cgql.CGQLAgent', fixed=dict(mode='mse'), in_paper=False),
-    Method('CGQL', 'agents.cgql.CGQLAgent', fixed=dict(mode='simple'), in_paper=False),
+    Method('CGQL-M', 'agents.cgql.CGQLAgent', fixed=dict(mode='mse'), papers=('qam',), per_domain=dict(
+               guidance_coef=column(0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 1.0, 0.01, 0.1, 0.01),
+               noisy_coef=column(0.1, 0.001, 0.1, 0.1, 0.1, 0.1, 0.001, 0.001, 0.001, 0.1))),
+    Method('CGQL', 'agents.cgql.CGQLAgent', fixed=dict(mode='simple'), papers=('qam',), per_domain=dict(
+               guidance_coef=column(0.1, 0.1, 0.01, 0.01, 0.1, 0.1, 0.1, 0.01, 0.1, 0.1))),
     # The QAM paper's other baselines (docs/algorithms.md section 12), its per-domain values from the authors'
     # experiments/reproduce.py.
-    Method('ReBRAC', 'agents.rebrac.ReBRACAgent', in_paper=False, per_domain=dict(
+    Method('ReBRAC', 'agents.rebrac.ReBRACAgent', papers=('qam',), per_domain=dict(
         alpha_actor=column(0.01, 0.01, 0.01, 0.01, 0.03, 0.1, 0.01, 0.01, 0.01, 0.01),
         actor_noise=column(0, 0, 0, 0.1, 0, 0, 0.2, 0, 0.2, 0.2))),
-    Method('FBRAC', 'agents.fbrac.FBRACAgent', in_paper=False, per_domain=dict(
+    Method('FBRAC', 'agents.fbrac.FBRACAgent', papers=('qam',), per_domain=dict(
         alpha=column(0.1, 0.1, 30, 10, 100, 0.03, 0.3, 0.1, 0.03, 1))),
-    Method('FAWAC', 'agents.fawac.FAWACAgent', in_paper=False, per_domain=dict(
+    Method('FAWAC', 'agents.fawac.FAWACAgent', papers=('qam',), per_domain=dict(
         inv_temp=column(6.4, 0.8, 6.4, 0.8, 6.4, 0.8, 0.8, 0.8, 0.8, 0.8))),
-    Method('FEdit', 'agents.fedit.FEditAgent', in_paper=False, per_domain=dict(
+    Method('FEdit', 'agents.fedit.FEditAgent', papers=('qam',), per_domain=dict(
         edit_scale=column(0.2, 0.3, 0.5, 0.1, 0.2, 0.2, 0.8, 0.2, 0.3, 0.4))),
     # The QAM paper's other baselines (docs/algorithms.md section 13), from its authors' experiments/reproduce.py
     # and reproduce_rlpd.py.
-    Method('BAM', 'agents.bam.BAMAgent', in_paper=False, per_domain=dict(
+    Method('BAM', 'agents.bam.BAMAgent', papers=('qam',), per_domain=dict(
         inv_temp=column(30, 30, 10, 30, 10, 10, 30, 10, 30, 10))),
-    Method('QSM', 'agents.qsm.QSMAgent', in_paper=False, fixed=dict(loss='qsm', clip_denoised=False, clip_steps=True),
+    Method('QSM', 'agents.qsm.QSMAgent', papers=('qam',), fixed=dict(loss='qsm', clip_denoised=False, clip_steps=True),
            per_domain=dict(inv_temp=column(10, 10, 10, 10, 3, 10, 10, 1, 10, 1),
                            alpha=column(10, 10, 30, 30, 30, 30, 1, 10, 10, 10))),
-    Method('DAC', 'agents.qsm.QSMAgent', in_paper=False, config='agents.dac',
+    Method('DAC', 'agents.qsm.QSMAgent', papers=('qam',), config='agents.dac',
            fixed=dict(loss='dac', clip_denoised=True, clip_steps=False),
            per_domain=dict(alpha=column(0.3, 0.3, 1, 0.3, 1, 1, 1, 3, 0.3, 1))),
     # Online only: no offline phase, every online batch half offline data (its authors' reproduce_rlpd.py).
-    Method('RLPD', 'agents.rlpd.RLPDAgent', in_paper=False, run_flags=dict(offline_steps=0, balanced_sampling=True),
+    Method('RLPD', 'agents.rlpd.RLPDAgent', papers=('qam',), run_flags=dict(offline_steps=0, balanced_sampling=True),
            per_domain=dict(bc_alpha=column(0, 0.01, 0.03, 0, 0.3, 0.01, 0, 0.1, 0, 0))),
     # Stage 1 of the TRQAM paper's protocol, BC pre-training (also what --bc_only trains for any agent file).
-    Method('BC', 'agents.bc_flow.BCFlowAgent', in_paper=False, run_prefix='bc'),
+    Method('BC', 'agents.bc_flow.BCFlowAgent', run_prefix='bc'),
 )
 METHODS: Dict[str, Method] = {method.label: method for method in _METHODS}
 BC = METHODS['BC']
@@ -239,9 +256,11 @@ def bc_config_for(agent_config):
     return config
 
 
-def paper_methods() -> Tuple[str, ...]:
-    """The labels of the papers' table columns, in table order."""
-    return tuple(label for label, method in METHODS.items() if method.in_paper)
+def paper_methods(protocol: str) -> Tuple[str, ...]:
+    """The labels of the columns of the table `protocol` reproduces (its `Protocol.paper`), in registry order: the
+    sweep's default methods. A protocol reproducing no paper (none) runs the TRQAM paper's columns."""
+    paper = domains.get_protocol(protocol).paper or 'trqam'
+    return tuple(label for label, method in METHODS.items() if paper in method.papers)
 
 
 def agent_names():

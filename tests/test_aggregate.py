@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from experiments import aggregate
@@ -174,10 +175,9 @@ def test_markdown_latex_and_reference(runs_dir, tmp_path):
 
     reference_dir = tmp_path / 'reference'
     reference_dir.mkdir()
-    (reference_dir / 'qam_paper_success.csv').write_text(
-        'phase,domain,method,success_mean_pct,success_std_pct\n'
-        'offline_1M,cube-double-play,QAM-E,65,5\noffline_1M,all,QAM-E,46,2\n'
-        'online_end_1.5M,cube-double-play,QAM-E,100,0\n')
+    # The QAM paper's numbers derive from its released curves: mean and std over the seeds at each phase's end.
+    write_curves(reference_dir, {('cube-double-play', 'QAM-E'): ([0.6, 0.65, 0.7], [1.0, 1.0, 1.0]),
+                                 ('all', 'QAM-E'): ([0.44, 0.46, 0.48], [0.5, 0.5, 0.5])})
     # The TRQAM paper's row comes from its data file (no std published; FQL left out: an empty cell).
     (reference_dir / 'trqam_paper_aggregate.csv').write_text(
         'phase,domain,method,success_mean_pct,success_std_pct\n'
@@ -199,13 +199,23 @@ def test_markdown_latex_and_reference(runs_dir, tmp_path):
     assert {(row['method'], row['domain']): row['mean'] for row in saved['per_domain']}[('TRQAM', 'all')] == 55.0
 
 
+def write_curves(directory, ends):
+    """A curves file in `directory` with {(name, method): (offline end, online end) success per seed} (fractions)."""
+    from experiments import reference
+
+    rows = [(name, method, phase, step, seed, value) for (name, method), by_phase in ends.items()
+            for phase, step, values in zip(('offline', 'online'), (1_000_000, 1_500_000), by_phase)
+            for seed, value in enumerate(values)]
+    pd.DataFrame(rows, columns=reference.CURVE_COLUMNS).to_csv(directory / reference.CURVES_FILE, index=False)
+
+
 def test_missing_reference_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match='reference_dir'):
         aggregate.load_reference(str(tmp_path / 'nowhere'))
     # A folder with only the QAM paper's file (e.g. an old copy) names the missing one.
     partial = tmp_path / 'partial'
     partial.mkdir()
-    (partial / 'qam_paper_success.csv').write_text('phase,domain,method,success_mean_pct,success_std_pct\n')
+    write_curves(partial, {})
     with pytest.raises(FileNotFoundError, match='trqam_paper_aggregate.csv'):
         aggregate.load_reference(str(partial))
 
@@ -217,10 +227,10 @@ def test_default_reference_is_the_in_repo_data():
     assert default == os.path.join(aggregate.REPO_ROOT, 'experiments', 'reference_results')
     reference = aggregate.load_reference()
     qam_paper = reference['qam_paper']
-    assert tuple(qam_paper.loc[('offline_1M', 'QAM', 'all')]) == (44.0, 1.0)
-    assert tuple(qam_paper.loc[('online_end_1.5M', 'QAM-E', 'all')]) == (85.0, 2.0)
-    # Ten domains plus "all", for each of the 7 methods and both phases.
-    assert qam_paper.groupby(level='phase').size().to_dict() == {'offline_1M': 77, 'online_end_1.5M': 77}
+    assert tuple(qam_paper.loc[('offline_1M', 'QAM', 'all')].round()) == (44.0, 1.0)
+    assert tuple(qam_paper.loc[('online_end_1.5M', 'QAM-E', 'all')].round()) == (85.0, 2.0)
+    # Ten domains plus "all", for each of the 17 methods (16 offline: RLPD has no offline phase).
+    assert qam_paper.groupby(level='phase').size().to_dict() == {'offline_1M': 16 * 11, 'online_end_1.5M': 17 * 11}
     assert aggregate.published(reference, 'offline_end', 'trqam_paper')['mean'].xs('all', level='domain').to_dict() == {
         'TRQAM': 68.0, 'DSRL': 46.0, 'QAM-E': 45.0, 'QAM': 35.0, 'IFQL': 35.0, 'FQL': 28.0}
     assert aggregate.published(reference, 'online_end', 'trqam_paper').empty  # not published
@@ -307,3 +317,78 @@ def test_duplicate_run_directories_use_the_complete_one_and_bad_names_are_skippe
     assert table.domains == ['cube-double-play'] and table.per_task.loc[('FQL', A1), 'mean'] == pytest.approx(70.0)
     assert table.missing.empty
     assert any('2 run directories' in note and 'b_finished' in note.split('not')[0] for note in table.notes)
+
+
+def release_curves(shift=0.0):
+    """A release in miniature: FQL and QAM-E on the fixture's tasks and domains, 4 seeds, evaluated at 500K, 1M
+    (the offline end) and 1.5M (the online end). At the offline end seed s on task j (A1, A2, B1) has (3 s + j) / 20,
+    + `shift`; elsewhere a value of the step alone."""
+    from experiments import reference
+
+    rows = []
+    for method in ('FQL', 'QAM-E'):
+        for name in (A1, A2, B1, 'cube-double-play', 'puzzle-3x3-play'):
+            for seed in range(4):
+                task_value = ((3 * seed + [A1, A2, B1].index(name)) / 20 if name in (A1, A2, B1) else 0.5) + shift
+                rows += [(name, method, 'offline', 500_000, seed, 0.1),
+                         (name, method, 'offline', 1_000_000, seed, task_value),
+                         (name, method, 'online', 1_500_000, seed, 0.9)]
+    return pd.DataFrame(rows, columns=reference.CURVE_COLUMNS)
+
+
+def test_iqm_beside_the_release_by_hand(runs_dir):
+    runs = aggregate.load_runs(runs_dir)
+    comparison = aggregate.reference_iqm(runs, release_curves(), reps=200).set_index(['step', 'method', 'source'])
+    # TRQAM has no released runs; FQL's and QAM-E's seeds 0 and 1 have all three tasks.
+    assert set(comparison.index.get_level_values('method')) == {'FQL', 'QAM-E'}
+    assert tuple(comparison.loc[('offline_end', 'FQL', 'ours'), ['iqm', 'runs', 'tasks']]) == (10.0, 2, 3)
+    # QAM-E's 2 x 3 scores 50 50 30 | 50 50 30: the middle half (1 of 6 cut each side) is 30 50 50 50.
+    assert comparison.loc[('offline_end', 'QAM-E', 'ours'), 'iqm'] == pytest.approx(45.0)
+    # Published, 4 seeds x 3 tasks: 0, 5, ..., 55 (%); the middle half (3 of 12 cut each side) is 15 ... 40.
+    published = comparison.loc[('offline_end', 'FQL', 'published')]
+    assert published.iqm == pytest.approx(np.mean([15, 20, 25, 30, 35, 40]))
+    assert (published.runs, published.tasks) == (4, 3)
+    assert published.low < published.iqm < published.high
+    assert comparison.loc[('online_end', 'FQL', 'published'), 'iqm'] == pytest.approx(90.0)  # the 1.5M evaluation
+    assert comparison.loc[('online_end', 'FQL', 'ours'), 'iqm'] == pytest.approx(20.0)
+    text = aggregate.reference_markdown(comparison.reset_index())
+    interval = f'[{published.low:.1f}, {published.high:.1f}]'
+    assert cells(text, 'FQL')[:2] == ['10.0 [10.0, 10.0] (2x3)', f'27.5 {interval} (4x3)']
+    # Runs of --protocol=trqam reproduce the other paper: not compared.
+    trqam_runs = runs.assign(protocol='trqam')
+    assert aggregate.reference_iqm(trqam_runs, release_curves(), reps=200).empty
+
+
+def test_curves_beside_the_release_depend_on_both(runs_dir, tmp_path):
+    runs = aggregate.load_runs(runs_dir)
+    # A run of 100 offline + 50 online steps is drawn on the release's 1M + 500K axis.
+    fql = runs[(runs.method == 'FQL') & (runs.env == A1) & (runs.seed == 0)]
+    assert fql.step.tolist() == [50, OFFLINE, OFFLINE + ONLINE]
+    assert aggregate.release_steps(fql, release_curves()).tolist() == [500_000, 1_000_000, 1_500_000]
+    images, runs = {}, runs[runs.domain == 'cube-double-play']
+    for name, (frame, curves) in {'base': (runs, release_curves()), 'published': (runs, release_curves(0.3)),
+                                  'ours': (runs.assign(success=runs.success / 2), release_curves())}.items():
+        paths = aggregate.plot_reference_curves(frame, curves, str(tmp_path / name))
+        assert [os.path.basename(path) for path in paths] == ['reference_cube-double-play.png']
+        images[name] = read_png(paths[0])
+    assert images['base'].std() > 0.05 and min(images['base'].shape[:2]) > 300
+    for other in ('published', 'ours'):
+        assert images[other].shape == images['base'].shape and np.abs(images[other] - images['base']).max() > 0.1
+
+
+def test_aggregate_script_with_reference_compares_a_tiny_run_to_the_release(runs_dir, tmp_path):
+    # The script's wiring, with the committed release and without figures (drawn in-process above).
+    import subprocess
+    import sys
+
+    out = tmp_path / 'out'
+    result = subprocess.run([sys.executable, 'experiments/aggregate.py', f'--runs_dir={runs_dir}', f'--out_dir={out}',
+                             '--reference', '--bootstrap_reps=100', '--noplots'], cwd=aggregate.REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'IQM (%) beside the QAM paper' in result.stdout and '| FQL ' in result.stdout
+    with open(out / 'reference_iqm.json') as f:
+        saved = {(row['step'], row['method'], row['source']): row for row in json.load(f)}
+    assert (saved[('offline_end', 'FQL', 'ours')]['iqm'], saved[('offline_end', 'FQL', 'published')]['runs']) == (
+        10.0, 12)  # the release's 12 seeds
+    assert 'TRQAM' not in {method for _, method, _ in saved}  # no released runs

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from core.errors import EXIT_PREEMPTED
-from protocols.methods import METHODS, paper_methods
+from protocols.methods import METHODS, Method, paper_methods
 from experiments import presets, sweep
 from runner.flags import default_flag_values as main_flag_defaults
 from tests.conftest import REPO_ROOT
@@ -95,16 +95,32 @@ DOCS_QAM_BASELINES_13 = {
 }
 # Section 13.3: RLPD's runs under both papers' protocols are online only, with balanced batches.
 DOCS_RUN_FLAGS = {'RLPD': {'offline_steps': 0, 'balanced_sampling': True}}
+# Section 8, the QAM paper's other columns: QAM-F inv_temp, fql_alpha | CGQL inv_temp, guidance_coef |
+# CGQL-M inv_temp, guidance_coef, noisy_coef.
+DOCS_QAM_METHODS = {
+    'antmaze-large-navigate':       ((3, 30),    (10, 0.1),  (10, 0.1, 0.1)),
+    'antmaze-giant-navigate':       ((3, 30),    (10, 0.1),  (10, 0.1, 0.001)),
+    'humanoidmaze-medium-navigate': ((1, 30),    (10, 0.01), (10, 0.1, 0.1)),
+    'humanoidmaze-large-navigate':  ((0.3, 30),  (10, 0.01), (10, 0.1, 0.1)),
+    'scene-play':                   ((1, 300),   (10, 0.1),  (10, 0.1, 0.1)),
+    'puzzle-3x3-play':              ((3, 0),     (10, 0.1),  (10, 0.1, 0.1)),
+    'puzzle-4x4-play':              ((3, 3),     (10, 0.1),  (10, 1.0, 0.001)),
+    'cube-double-play':             ((1, 0),     (10, 0.01), (10, 0.01, 0.001)),
+    'cube-triple-play':             ((10, 300),  (10, 0.1),  (10, 0.1, 0.001)),
+    'cube-quadruple-play':          ((0.3, 30),  (10, 0.1),  (10, 0.01, 0.1)),
+}
 # Section 9.1: stage 1 is 300K BC steps under trqam and none under qam.
 DOCS_BC_STEPS = {'trqam': 300_000, 'qam': 0}
 
 
 def docs_method_values(label, domain):
     """The method's own settings on `domain` (section 8; QAM is QAM-E without edit and FQL terms, CGQL-L the
-    linex mode: section 5/6), as `--agent.KEY` values. CGQL-L's inv_temp (10 everywhere) is its config's."""
+    linex mode: section 5/6), as `--agent.KEY` values. CGQL's inv_temp (10 everywhere) is its config's. Methods
+    section 8 does not list: only the domain's settings."""
     qam, (qam_e_temp, qam_e_edit), alpha, kappa, noise, (_, guidance, noisy), eps_kl = DOCS_METHODS[domain]
     (alpha_actor, actor_noise), fbrac_alpha, fawac_temp, fedit_scale = DOCS_QAM_BASELINES[domain]
     bam_temp, (qsm_temp, qsm_alpha), dac_alpha, rlpd_bc_alpha = DOCS_QAM_BASELINES_13[domain]
+    (qam_f_temp, qam_f_alpha), (_, simple_guidance), (_, mse_guidance, mse_noisy) = DOCS_QAM_METHODS[domain]
     return {
         'BAM': {'inv_temp': bam_temp},
         # Section 13.2: QSM clips every step, DAC the denoised estimate.
@@ -122,7 +138,10 @@ def docs_method_values(label, domain):
         'IFQL': {'expectile': kappa},
         'DSRL': {'noise_scale': noise},
         'CGQL-L': {'mode': 'linex', 'guidance_coef': guidance, 'noisy_coef': noisy},
-    }[label]
+        'QAM-F': {'inv_temp': qam_f_temp, 'fql_alpha': qam_f_alpha, 'edit_scale': 0.0},
+        'CGQL': {'mode': 'simple', 'guidance_coef': simple_guidance},
+        'CGQL-M': {'mode': 'mse', 'guidance_coef': mse_guidance, 'noisy_coef': mse_noisy},
+    }.get(label, {})
 
 
 def docs_settings(label, domain, protocol, dataset_dir='DATA'):
@@ -159,8 +178,9 @@ from core.errors import EXIT_PREEMPTED
 from protocols.methods import METHODS, paper_methods
 from protocols.domains import DOMAINS
 assert not os.path.exists(os.path.join('..', 'shared')), 'not a fresh clone'
+columns = [label for label in METHODS if label in paper_methods('trqam') + paper_methods('qam')]
 print(json.dumps({f'{label}|{env}|{protocol}': METHODS[label].protocol_settings(env, protocol, 'DATA')
-                  for protocol in ('trqam', 'qam') for label in paper_methods()
+                  for protocol in ('trqam', 'qam') for label in columns
                   for domain in DOMAINS.values() for env in domain.env_names()}))
 '''
 
@@ -177,17 +197,17 @@ def test_a_fresh_clone_resolves_every_task_to_the_docs_table(tmp_path):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     resolved = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(resolved) == 2 * 7 * 50
+    columns = [label for label in METHODS if label in paper_methods('trqam') + paper_methods('qam')]
+    assert len(resolved) == 2 * len(columns) * 50 and len(columns) >= 10
     assert len(domains.DOMAINS) == 10 and set(domains.DOMAINS) == set(DOCS_DOMAINS)
-    assert paper_methods() == ('TRQAM', 'QAM', 'QAM-E', 'FQL', 'IFQL', 'DSRL', 'CGQL-L')
-    for protocol in ('trqam', 'qam'):
-        for label in paper_methods():
+    for protocol in ('trqam', 'qam'):  # both papers' columns under both protocols
+        for label in columns:
             for domain in DOCS_DOMAINS:
                 for task in range(1, 6):
                     env_name = f'{domain}-singletask-task{task}-v0'
                     got = _normalized(resolved[f'{label}|{env_name}|{protocol}'])
                     assert got == docs_settings(label, domain, protocol), (label, env_name, protocol)
-    # CGQL-L's inv_temp of the docs' table is its config file's, the same on every domain.
+    # The CGQL columns' inv_temp of the docs' tables is their config file's, the same on every domain.
     assert METHODS['CGQL-L'].default_config().inv_temp == 10
 
 
@@ -248,12 +268,19 @@ def test_paper_sweep_job_counts_under_both_protocols(paper_sweeps):
     assert all(len(job.seeds) == 4 and len(job.run_dirs) == 4 for job in trqam4.bc_jobs + trqam4.rl_jobs)
 
     qam, qam4 = paper_sweeps[('qam', 1)], paper_sweeps[('qam', 4)]
+    columns = len(paper_methods('qam'))  # every column of the QAM paper's table
+    assert set(qam.spec.methods) == set(paper_methods('qam')) and {job.method for job in qam.rl_jobs} == set(
+        paper_methods('qam'))
     for table in (qam, qam4):  # the QAM paper: 12 seeds, one stage
-        assert len(table.expected) == 7 * 50 * 12 and not table.bc_jobs and len(table.duplicates) == 120
-        assert table.rl_runs == 4200 - 120 and table.spec.save_dir == 'runs/paper_qam'
+        # QAM-E is QAM on scene and cube-double, QAM-F on puzzle-3x3 and cube-double: 4 x 5 tasks x 12 seeds.
+        assert len(table.expected) == columns * 50 * 12 and not table.bc_jobs and len(table.duplicates) == 240
+        assert {(label, domains.domain_name(env), same) for label, env, _, same in table.duplicates} == {
+            ('QAM-E', 'scene-play', 'QAM'), ('QAM-E', 'cube-double-play', 'QAM'),
+            ('QAM-F', 'puzzle-3x3-play', 'QAM'), ('QAM-F', 'cube-double-play', 'QAM')}
+        assert table.rl_runs == columns * 600 - 240 and table.spec.save_dir == 'runs/paper_qam'
         assert all(flag(job.command, 'pretrained_actor_path') is None and '--bc_only' not in job.command
                    and flag(job.command, 'bc_steps') is None and job.depends_on is None for job in table.rl_jobs)
-    assert len(qam.rl_jobs) == 4080 and len(qam4.rl_jobs) == 1020
+    assert len(qam.rl_jobs) == columns * 600 - 240 and len(qam4.rl_jobs) == columns * 150 - 60
     assert presets.expected_runs('paper', protocol='qam') == qam.expected
 
     assert set(trqam.missing_data) == set(domains.DOMAINS)  # nothing under an empty folder
@@ -398,7 +425,9 @@ def test_cpu_preset_commands_are_small():
     assert bc.name == 'bc_scene-play-singletask-task1-v0_seed0_2x64_h5' and bc.size == 'small'
     assert presets.expected_runs('cpu') == table.expected
     qam = sweep.build_sweep(sweep.resolve_spec('cpu', protocol='qam'))
-    assert not qam.bc_jobs and len(qam.rl_jobs) == 42 - 4 and qam.spec.save_dir == 'runs/cpu_preset_qam'
+    assert not qam.bc_jobs and qam.spec.save_dir == 'runs/cpu_preset_qam'
+    # The QAM paper's columns; QAM-E is QAM on scene and cube-double, QAM-F on puzzle-3x3 and cube-double.
+    assert len(qam.rl_jobs) == len(paper_methods('qam')) * 3 * 2 - 8
     with pytest.raises(ValueError, match='bc_steps'):
         sweep.resolve_spec('paper', protocol='qam', bc_steps=1000)
 
@@ -463,6 +492,24 @@ def costed_sweep(dataset_dir, seeds_per_job, **changes):
         'main_flags': {'eval_interval': 1000, 'eval_episodes': 10}, **changes}))
 
 
+def test_the_qam_sweep_costs_every_column_and_names_those_without_a_cost(tmp_path, monkeypatch):
+    # A column with no measured cost (a new method before experiments/benchmark.py measured it) is counted as 0 and
+    # named, not a crash; every other column of the QAM paper is costed from the committed file.
+    monkeypatch.setitem(METHODS, 'TOY', Method('TOY', 'tests.toy_agent.ToyAgent', papers=('qam',)))
+    table = sweep.build_sweep(sweep.resolve_spec('paper', protocol='qam', dataset_dir=str(tmp_path),
+                                                 domains=('antmaze-large-navigate',), tasks=(1,), seeds=(0,)))
+    assert [job.method for job in table.rl_jobs] == list(paper_methods('qam')) and 'TOY' in paper_methods('qam')
+    report = sweep.estimate_report(table, sweep.DEFAULT_COSTS)
+    measured = sweep.load_costs(sweep.DEFAULT_COSTS)['ms_per_update']
+    uncosted = {METHODS[label].slug for label in paper_methods('qam')
+                if METHODS[label].slug not in measured and METHODS[label].agent_name not in measured}
+    notes = {line for line in report.splitlines() if line.startswith('  note: no ms_per_update')}
+    assert 'toy' in uncosted and notes == {f'  note: no ms_per_update for {slug} at size paper: its updates count as 0 '
+                                           f'(measure them with experiments/benchmark.py --agents={slug} --out=FILE)'
+                                           for slug in uncosted}
+    assert 'seeds_per_job=1: %d jobs' % len(paper_methods('qam')) in report
+
+
 def test_device_hours_from_a_costs_file(tmp_path):
     table = costed_sweep(tmp_path, seeds_per_job=2)
     assert [job.size for job in table.bc_jobs] == ['paper', 'paper', 'large', 'large']
@@ -521,7 +568,7 @@ def test_check_costs_names_the_bad_key():
 def test_the_committed_costs_file(tmp_path):
     costs = sweep.load_costs(sweep.DEFAULT_COSTS)  # checks the schema
     assert costs['device'] and costs['command']
-    for method in [METHODS[label] for label in paper_methods()] + [METHODS['BC']]:
+    for method in [METHODS[label] for label in paper_methods('trqam')] + [METHODS['BC']]:
         assert {'small', 'paper', 'large'} <= set(costs['ms_per_update'][method.slug]), method.label
     for size, row in costs['seed_group_speedup'].items():
         speedups = [row[n] for n in sorted(row, key=int)]
