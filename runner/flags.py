@@ -61,13 +61,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS, agent: bool = True
     integer('utd_ratio', 1, 'Online gradient updates per environment step (one scanned call).')
     boolean('balanced_sampling', False, 'Online batches half offline data, half online transitions, and '
             'uniform random actions before --start_training (the authors\' option).')
-    boolean('overlap_updates', False, 'Online, run each update while the environments (in a worker process) play '
-            'the next step, wherever its action is already known; the same results. No faster on a 2-core CPU, '
-            'where the update already uses both cores (README, Speed).')
+    boolean('overlap_updates', False, 'Online, update while the environments play the next step in a worker process '
+            '(where its action is known): the same results; no faster on 2 cores (README, Speed).')
     integer('steps_per_call', 100, 'Offline updates per jitted call.')
     integer('log_interval', 5000, 'Steps between training-metric rows.')
-    integer('eval_interval', 50_000, 'Steps between evaluations (also at the end of each phase; 0: only '
-            'there).')
+    integer('eval_interval', 50_000, 'Steps between evaluations (also at each phase\'s end; 0: only there).')
     integer('eval_episodes', 50, 'Episodes per evaluation.')
     integer('eval_workers', -1, 'Processes that step the evaluation episodes in parallel (-1: one per CPU '
             'core; 0: this process).')
@@ -86,8 +84,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS, agent: bool = True
     string('wandb_group', 'default', 'wandb group.')
     boolean('allow_config_change', False, 'Resume although flags or agent config differ from the checkpoint\'s '
             '(the changes are recorded in flags.json).')
-    boolean('debug', False, 'Show the traceback of errors that otherwise get a one-screen message '
-            '(also TRQAM_DEBUG=1).')
+    boolean('debug', False, 'Show the traceback of errors that otherwise get one screen (or TRQAM_DEBUG=1).')
 
     if agent:
         # No default here: ml_collections would load it, and apply the --agent.KEY overrides of sys.argv, while
