@@ -85,6 +85,7 @@ class DomainSettings:
     qam_discount: float  # the QAM paper's, for every method
     trqam_discount: float  # the authors' code default, with which the TRQAM paper ran every method
     dataset_size: int  # of the TRQAM paper's dataset: 1M standard, 10M / 100M as directories of 1M shards
+    qam_dataset_size: int = 1_000_000  # of the QAM paper's dataset (its authors' experiments/reproduce.py)
     in_benchmark: bool = True  # a row of the papers' 50-task tables
     suite: str = 'ogbench'  # or 'robomimic' (one task per domain, named {task}-{mh|ph}-low_dim)
 
@@ -114,16 +115,21 @@ class DomainSettings:
 
     @property
     def shards_dir_name(self) -> Optional[str]:
-        """Folder of 1M-transition shards of the large dataset, None for the 1M ones.
+        """Folder of 1M-transition shards of the TRQAM paper's large dataset, None for the 1M ones
+        (`shards_dir_name_for`)."""
+        return self.shards_dir_name_for(self.dataset_size)
+
+    def shards_dir_name_for(self, dataset_size: int) -> Optional[str]:
+        """Folder of 1M-transition shards of a `dataset_size` dataset, None for the 1M ones.
 
         Convention of this project: `{dataset_dir}/{domain}-10m-v0/` or `{domain}-100m-v0/`, every .npz in it
         (except *-val.npz) one shard. OGBench publishes `{domain}-100m-v0/` for puzzle-4x4, cube-triple and
         cube-quadruple; the TRQAM paper's 10M datasets of puzzle-4x4 and cube-triple are its shards 000-009
         (put them, e.g. as symlinks, into `{domain}-10m-v0/`); antmaze-giant's 10M come from the authors.
         """
-        if not self.large:
+        if dataset_size <= STANDARD_DATASET_SIZE:
             return None
-        return f'{self.name}-{self.dataset_size // 1_000_000}m-v0'
+        return f'{self.name}-{dataset_size // 1_000_000}m-v0'
 
     def env_names(self, tasks=range(1, NUM_TASKS + 1)):
         if self.suite == 'robomimic':
@@ -131,24 +137,24 @@ class DomainSettings:
         return [f'{self.name}-singletask-task{task}-v0' for task in tasks]
 
 
-def _row(name, sparse, rho, qam_discount, trqam_discount, dataset_size):
-    return DomainSettings(name, sparse, rho, qam_discount, trqam_discount, dataset_size)
+def _row(name, sparse, rho, qam_discount, trqam_discount, dataset_size, qam_dataset_size):
+    return DomainSettings(name, sparse, rho, qam_discount, trqam_discount, dataset_size, qam_dataset_size)
 
 
 # The ten domains of the benchmark (docs/algorithms.md sections 7-9), in the order of the papers' tables.
 M = 1_000_000  # transitions
 DOMAINS: Dict[str, DomainSettings] = {d.name: d for d in (
-    #     domain                         sparse  rho  QAM discount  TRQAM discount  TRQAM dataset
-    _row('antmaze-large-navigate',       False,  0.5, 0.99,         0.995,          1 * M),
-    _row('antmaze-giant-navigate',       False,  0.5, 0.995,        0.995,          10 * M),
-    _row('humanoidmaze-medium-navigate', False,  0.0, 0.995,        0.999,          1 * M),
-    _row('humanoidmaze-large-navigate',  False,  0.0, 0.995,        0.999,          1 * M),
-    _row('scene-play',                   True,   0.5, 0.99,         0.995,          1 * M),
-    _row('puzzle-3x3-play',              True,   0.5, 0.99,         0.995,          1 * M),
-    _row('puzzle-4x4-play',              True,   0.5, 0.99,         0.995,          10 * M),
-    _row('cube-double-play',             False,  0.5, 0.99,         0.995,          1 * M),
-    _row('cube-triple-play',             False,  0.5, 0.99,         0.995,          10 * M),
-    _row('cube-quadruple-play',          False,  0.5, 0.99,         0.995,          100 * M),
+    #     domain                         sparse  rho  QAM discount  TRQAM discount  TRQAM dataset  QAM dataset
+    _row('antmaze-large-navigate',       False,  0.5, 0.99,         0.995,          1 * M,         1 * M),
+    _row('antmaze-giant-navigate',       False,  0.5, 0.995,        0.995,          10 * M,        1 * M),
+    _row('humanoidmaze-medium-navigate', False,  0.0, 0.995,        0.999,          1 * M,         1 * M),
+    _row('humanoidmaze-large-navigate',  False,  0.0, 0.995,        0.999,          1 * M,         1 * M),
+    _row('scene-play',                   True,   0.5, 0.99,         0.995,          1 * M,         1 * M),
+    _row('puzzle-3x3-play',              True,   0.5, 0.99,         0.995,          1 * M,         1 * M),
+    _row('puzzle-4x4-play',              True,   0.5, 0.99,         0.995,          10 * M,        100 * M),
+    _row('cube-double-play',             False,  0.5, 0.99,         0.995,          1 * M,         1 * M),
+    _row('cube-triple-play',             False,  0.5, 0.99,         0.995,          10 * M,        1 * M),
+    _row('cube-quadruple-play',          False,  0.5, 0.99,         0.995,          100 * M,       100 * M),
 )}
 
 
@@ -199,16 +205,22 @@ class Protocol:
             return {}
         domain = domain_settings(env_name)
         flags = {'horizon_length': domain.horizon_length, 'sparse': domain.sparse, 'bc_steps': self.bc_steps}
-        if self.trqam_data and domain.large:
-            flags['dataset_shards_dir'] = os.path.join(dataset_dir or DEFAULT_DATASET_DIR, domain.shards_dir_name)
+        shards = domain.shards_dir_name_for(self.dataset_size(domain))
+        if shards:
+            flags['dataset_shards_dir'] = os.path.join(dataset_dir or DEFAULT_DATASET_DIR, shards)
         return flags
+
+    def dataset_size(self, domain: DomainSettings) -> int:
+        """Transitions of the offline dataset of `domain` in this protocol's paper."""
+        return domain.dataset_size if self.trqam_data else domain.qam_dataset_size
 
 
 PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in (
     Protocol('trqam', 'the TRQAM paper: BC pre-training, then every method with the authors\' discounts and the '
              'large datasets and networks on four domains', bc_steps=300_000, paper_settings=True, trqam_data=True,
              paper='trqam'),
-    Protocol('qam', 'the QAM paper: every method from scratch, its discounts, the 1M datasets', bc_steps=0,
+    Protocol('qam', 'the QAM paper: every method from scratch, its discounts, the 100M datasets of puzzle-4x4 and '
+             'cube-quadruple, the 1M ones elsewhere', bc_steps=0,
              paper_settings=True, trqam_data=False, paper='qam'),
     Protocol('none', 'only the flags and the agent config', bc_steps=0, paper_settings=False, trqam_data=False),
 )}
@@ -248,18 +260,19 @@ LARGE_DATASET_SOURCES = {
 def dataset_status(env_name: str, dataset_dir: str, protocol: Protocol) -> Tuple[bool, str]:
     """(present, description) of the data a run of `protocol` reads under `dataset_dir`."""
     s = domain_settings(env_name)
-    if not (protocol.trqam_data and s.large):
+    shards_dir = s.shards_dir_name_for(protocol.dataset_size(s)) if protocol.paper_settings else None
+    if not shards_dir:
         files = [os.path.join(dataset_dir, f'{s.dataset_name}{suffix}.npz') for suffix in ('', '-val')]
         missing = [path for path in files if not os.path.isfile(path)]
         if missing:
             return False, f'no {" or ".join(os.path.basename(path) for path in missing)} in {dataset_dir}'
         return True, files[0]
-    directory = os.path.join(dataset_dir, s.shards_dir_name)
+    directory = os.path.join(dataset_dir, shards_dir)
     shards = [name for name in os.listdir(directory) if name.endswith('.npz') and not name.endswith('-val.npz')] \
         if os.path.isdir(directory) else []
     if not shards:
         return False, f'no shards in {directory}'
-    expected = s.dataset_size // 1_000_000
+    expected = protocol.dataset_size(s) // 1_000_000
     note = '' if len(shards) == expected else f' (expected {expected} shards)'
     return True, f'{directory}: {len(shards)} shards{note}'
 
@@ -267,10 +280,13 @@ def dataset_status(env_name: str, dataset_dir: str, protocol: Protocol) -> Tuple
 def how_to_get(env_name: str, dataset_dir: str, protocol: Protocol) -> str:
     """How to obtain the data a run of `protocol` reads, in one line."""
     s = domain_settings(env_name)
-    if protocol.trqam_data and s.large:
-        return (f'put its {s.dataset_size // 1_000_000}M transitions as 1M-transition .npz shards into '
-                f'{os.path.join(dataset_dir, s.shards_dir_name)}/ ({LARGE_DATASET_SOURCES[s.name]}; see the README), '
-                'or run the QAM paper\'s protocol on the 1M dataset with --protocol=qam')
+    size = protocol.dataset_size(s) if protocol.paper_settings else STANDARD_DATASET_SIZE
+    if s.shards_dir_name_for(size):
+        source = LARGE_DATASET_SOURCES[s.name] if size == s.dataset_size else OGBENCH_100M_URL.format(name=s.name)
+        return (f'put its {size // 1_000_000}M transitions as 1M-transition .npz shards into '
+                f'{os.path.join(dataset_dir, s.shards_dir_name_for(size))}/ ({source}; see the README)'
+                + ('' if s.shards_dir_name_for(s.qam_dataset_size) else ', or run the QAM paper\'s protocol on the '
+                   '1M dataset with --protocol=qam'))
     if s.generatable:
         return (f'python experiments/generate_dataset.py --env_name={s.dataset_name} --dataset_dir={dataset_dir} '
                 '(or download it)')

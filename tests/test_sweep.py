@@ -53,6 +53,8 @@ DOCS_DOMAINS = {
     'cube-triple-play':             (5, False, 'cube-triple-play-10m-v0',     True,  0.995, 0.99,  0.5),
     'cube-quadruple-play':          (5, False, 'cube-quadruple-play-100m-v0', True,  0.995, 0.99,  0.5),
 }
+# Section 9.1: the QAM paper's shard folders (its authors' experiments/reproduce.py); the 1M datasets elsewhere.
+DOCS_QAM_SHARDS = {'puzzle-4x4-play': 'puzzle-4x4-play-100m-v0', 'cube-quadruple-play': 'cube-quadruple-play-100m-v0'}
 # Section 8: QAM inv_temp | QAM-E inv_temp, edit_scale | FQL alpha | IFQL kappa | DSRL noise_scale |
 # CGQL-L inv_temp, guidance_coef, noisy_coef | TRQAM eps_KL.
 DOCS_METHODS = {
@@ -154,6 +156,8 @@ def docs_settings(label, domain, protocol, dataset_dir='DATA'):
                 'agent.actor_hidden_dims': dims, 'agent.value_hidden_dims': dims, 'agent.actor_layer_norm': large}
     if shards and protocol == 'trqam':
         settings['dataset_shards_dir'] = os.path.join(dataset_dir, shards)
+    if domain in DOCS_QAM_SHARDS and protocol == 'qam':
+        settings['dataset_shards_dir'] = os.path.join(dataset_dir, DOCS_QAM_SHARDS[domain])
     settings.update(DOCS_RUN_FLAGS.get(label, {}))
     settings.update({f'agent.{key}': value for key, value in docs_method_values(label, domain).items()})
     return settings
@@ -221,7 +225,10 @@ def test_domain_settings_of_the_papers():
     assert PROTOCOLS['trqam'].run_flags(env, 'data') == {
         'horizon_length': 5, 'sparse': True, 'bc_steps': 300_000,
         'dataset_shards_dir': os.path.join('data', 'puzzle-4x4-play-10m-v0')}
-    assert PROTOCOLS['qam'].run_flags(env, 'data') == {'horizon_length': 5, 'sparse': True, 'bc_steps': 0}
+    assert PROTOCOLS['qam'].run_flags(env, 'data') == {  # the QAM paper ran puzzle-4x4 on the 100M dataset
+        'horizon_length': 5, 'sparse': True, 'bc_steps': 0,
+        'dataset_shards_dir': os.path.join('data', 'puzzle-4x4-play-100m-v0')}
+    assert 'dataset_shards_dir' not in PROTOCOLS['qam'].run_flags('cube-triple-play-singletask-task1-v0', 'data')
     assert PROTOCOLS['none'].run_flags(env, 'data') == {} and PROTOCOLS['none'].agent_settings(env) == {}
     assert METHODS['QAM-E'].overrides(env, 'none') == {'fql_alpha': 0.0}  # only what makes the method
     assert domains.DOMAINS['cube-quadruple-play'].dataset_size == 100_000_000
