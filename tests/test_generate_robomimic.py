@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 from envs import robomimic as rm
+from experiments import generate_robomimic
 from tests import robomimic_fixtures as fixtures
 
 pytest.importorskip('h5py', reason='robomimic datasets need h5py: pip install --no-deps -r requirements-robomimic.txt')
 pytest.importorskip('robosuite', reason='robomimic demonstrations need robosuite: '
                     'pip install --no-deps -r requirements-robomimic.txt')
-
-from experiments import generate_robomimic  # noqa: E402 - after the skips: it builds robosuite environments
 
 ENV_NAME = 'lift-mh-low_dim'
 NUM_DEMOS = 3  # one per quality of the mh operators
