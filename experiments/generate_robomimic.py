@@ -179,7 +179,7 @@ def collect(env, qualities, num_demos: int, rng: np.random.Generator, max_steps:
     stats = {'attempts': attempts, 'failures': failures, 'success_rate': num_demos / attempts, 'seconds': seconds,
              'attempts_per_second': attempts / seconds, 'steps_per_second': steps / seconds,
              'mean_length': {name: float(np.mean([len(d['actions']) for d, n in zip(demos, names) if n == name]))
-                             for name in qualities}}
+                             for name in dict.fromkeys(names)}}  # the qualities that made a demo
     return demos, names, stats
 
 

@@ -56,6 +56,7 @@ def test_demonstrations_lift_the_cube(generated):
     for start, end in heights:
         assert start < success_height < end
     assert result['success_rate'] > 0 and result['attempts'] >= NUM_DEMOS
+    assert set(result['mean_length']) == set(generate_robomimic.QUALITIES)
     assert masks['better'] == ['demo_0'] and masks['okay'] == ['demo_1'] and masks['worse'] == ['demo_2']
     assert masks['worse_okay'] == ['demo_1', 'demo_2'] and sorted(masks['train'] + masks['valid']) == \
         [f'demo_{index}' for index in range(NUM_DEMOS)]
@@ -67,3 +68,21 @@ def test_demonstrations_lift_the_cube(generated):
 def test_bad_settings_are_refused(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
         generate_robomimic.generate(**{'dataset_dir': str(tmp_path), **settings})
+
+
+def test_same_seed_same_file(tmp_path):
+    """The seed fixes the objects' placements, the operator's noise and the train/valid split."""
+    import h5py
+
+    paths = [generate_robomimic.generate('lift', 1, str(tmp_path / name), dataset_type='ph', seed=5,
+                                         verbose=False)['path'] for name in ('a', 'b')]
+    contents = []
+    for path in paths:
+        with h5py.File(path, 'r') as file:
+            arrays = {}
+            file.visititems(lambda name, item: arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset)
+                            else None)
+            contents.append(arrays)
+    assert contents[0].keys() == contents[1].keys() and 'data/demo_0/actions' in contents[0]
+    for name, values in contents[0].items():
+        np.testing.assert_array_equal(values, contents[1][name], err_msg=name)
