@@ -42,7 +42,7 @@ from envs import robomimic  # noqa: E402
 
 GENERATABLE_TASKS = ('lift',)
 VALID_FRACTION = 0.1  # robomimic's split_train_val.py default
-GRASP_STEPS = 8  # steps with the gripper closing before the lift (the Panda's fingers close in about six)
+GRASP_STEPS = 8  # steps with the gripper closing before the lift, long enough for the fingers to close
 APPROACH_HEIGHT = 0.08  # metres above the cube's centre where the descent starts
 GRASP_DEPTH = 0.005  # metres below the cube's centre where the gripper's site closes
 APPROACH_TOLERANCE, GRASP_TOLERANCE = 0.015, 0.01  # metres from a phase's target that end the phase
@@ -51,6 +51,7 @@ MISSED_GRASP_GAP = 0.04  # metres between the gripper's site and the cube's cent
 POSITION_GAIN = 2.0  # proportional gain of the position command, in units of the controller's maximum step
 GRIPPER_OPEN, GRIPPER_CLOSED = -1.0, 1.0
 ROTATION_NOISE_SCALE = 0.2  # the rotation inputs' noise relative to the position inputs'
+GIVE_UP_FAILURES = 20  # failed attempts after which a demonstrator failing more often than not is stopped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +149,7 @@ def record_demo(env, quality: Quality, rng: np.random.Generator, max_steps: int)
         steps['actions'].append(action)
         observation, success = next_observation, bool(env._check_success())
     labels = np.zeros(len(steps['actions']))
-    labels[-1] = float(success)  # done_mode 2: 1 on success states (here only the last) and at the end
+    labels[-1] = float(success)  # robomimic's done_mode 2 labels: 1 on success states (here only the last)
     demo = {part: {key: np.stack([obs[key] for obs in steps[part]]) for key in robomimic.OBSERVATION_KEYS}
             for part in ('obs', 'next_obs')}
     demo.update(actions=np.stack(steps['actions']), states=np.stack(steps['states']), rewards=labels,
@@ -160,14 +161,15 @@ def collect(env, qualities, num_demos: int, rng: np.random.Generator, max_steps:
     """`num_demos` successful demos, the qualities in turn; returns (demos, their quality names, statistics)."""
     demos, names, failures, steps = [], [], 0, 0
     start = time.perf_counter()
-    for index in itertools.count():
-        if len(demos) == num_demos:
-            break
+    while len(demos) < num_demos:
         name = qualities[len(demos) % len(qualities)]
         demo, success = record_demo(env, QUALITIES[name], rng, max_steps)
         steps += len(demo['actions'])
         if not success:
             failures += 1
+            if failures >= GIVE_UP_FAILURES and failures > len(demos):
+                raise RuntimeError(f'The scripted demonstrator failed {failures} of {failures + len(demos)} attempts '
+                                   f'(max_steps={max_steps}); no dataset written.')
             continue
         demos.append(demo)
         names.append(name)
@@ -275,7 +277,7 @@ def main(_):
     settings = ('task', 'num_demos', 'dataset_dir', 'dataset_type', 'seed', 'max_steps', 'dataset_path')
     try:
         result = generate(**{name: flags.FLAGS[name].value for name in settings})
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:
         sys.exit(f'{error}')
     print(summary(result))
 

@@ -86,3 +86,10 @@ def test_same_seed_same_file(tmp_path):
     assert contents[0].keys() == contents[1].keys() and 'data/demo_0/actions' in contents[0]
     for name, values in contents[0].items():
         np.testing.assert_array_equal(values, contents[1][name], err_msg=name)
+
+
+def test_a_demonstrator_that_keeps_failing_is_stopped(tmp_path):
+    with pytest.raises(RuntimeError, match=f'failed {generate_robomimic.GIVE_UP_FAILURES} of '
+                                           f'{generate_robomimic.GIVE_UP_FAILURES} attempts'):
+        generate_robomimic.generate('lift', 1, str(tmp_path), max_steps=2, verbose=False)
+    assert not list(tmp_path.rglob('*.hdf5'))
