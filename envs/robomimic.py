@@ -443,6 +443,19 @@ def robosuite_kwargs(env_args: dict, render: bool) -> dict:
     return kwargs
 
 
+def make_robosuite_env(env_args: dict, render: bool = False):
+    """The robosuite environment of a dataset's env_args (`robosuite_kwargs`), its raw observations unnormalised."""
+    robosuite = _import_robosuite()
+    return robosuite.make(env_args['env_name'], **robosuite_kwargs(env_args, render))
+
+
+def low_dim_observation(robosuite_obs: dict) -> dict:
+    """The low-dim keys of a robosuite observation under robomimic's names (its 'object' is robosuite's
+    'object-state')."""
+    raw = {**robosuite_obs, 'object': robosuite_obs['object-state']}
+    return {key: np.asarray(raw[key], np.float64) for key in OBSERVATION_KEYS}
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Environment.
 # ----------------------------------------------------------------------------------------------------------------------
@@ -462,9 +475,7 @@ class RobomimicEnv(gymnasium.Env):
     metadata = {'render_modes': ['rgb_array']}
 
     def __init__(self, env_args: dict, obs_min, obs_max, max_episode_steps: int, render: bool = False):
-        robosuite = _import_robosuite()
-        kwargs = robosuite_kwargs(env_args, render)
-        self._env = robosuite.make(env_args['env_name'], **kwargs)
+        self._env = make_robosuite_env(env_args, render)
         self.obs_min = np.asarray(obs_min, np.float32)
         self.obs_max = np.asarray(obs_max, np.float32)
         self.max_episode_steps = max_episode_steps
@@ -475,8 +486,7 @@ class RobomimicEnv(gymnasium.Env):
         self._steps = 0
 
     def _observation(self, robosuite_obs: dict) -> np.ndarray:
-        raw = {**robosuite_obs, 'object': robosuite_obs['object-state']}  # robomimic's name for the object state
-        observation = np.concatenate([raw[key] for key in OBSERVATION_KEYS])
+        observation = np.concatenate(list(low_dim_observation(robosuite_obs).values()))
         if observation.shape != self.obs_min.shape:
             raise ValueError(f'The environment gives {observation.shape[0]} observation values, the dataset '
                              f'statistics describe {self.obs_min.shape[0]}: the dataset is of another task.')

@@ -12,7 +12,8 @@ the step at which a seed diverged) and stability.png (loss, path KL and success 
 its own loss L_TR, lambda_eff times QAM's at inv_temp = 1 / lambda_eff (section 4).
 
 The data is robomimic's v1.5 low-dim file, {dataset_dir}/{task}/{mh|ph}/low_dim_v15.hdf5 (a run without it prints
-the command that downloads it); it needs robosuite and h5py: pip install --no-deps -r requirements-robomimic.txt.
+the command that downloads it; experiments/generate_robomimic.py writes a Lift one from scripted demonstrations); it
+needs robosuite and h5py: pip install --no-deps -r requirements-robomimic.txt.
 From the repository root (main.py's defaults are the paper's step counts; the second command is a CPU-sized look):
 
     python experiments/stability.py --env_name=lift-mh-low_dim --save_dir=runs/stability --seeds=0,1,2

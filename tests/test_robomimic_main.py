@@ -1,6 +1,6 @@
-"""main.py on Robomimic as a user runs it (a subprocess): the TRQAM protocol offline and online on a synthetic
-dataset in robomimic's layout with real robosuite Lift environments (skipped without h5py / robosuite:
-requirements-robomimic.txt), and the message of a missing dataset."""
+"""main.py on Robomimic as a user runs it (a subprocess): the TRQAM protocol offline and online on a few scripted
+Lift demonstrations (experiments/generate_robomimic.py) with real robosuite Lift environments (skipped without h5py /
+robosuite: requirements-robomimic.txt), and the message of a missing dataset."""
 
 import csv
 import json
@@ -10,12 +10,13 @@ import sys
 
 import pytest
 
-from tests import robomimic_fixtures
+from experiments import generate_robomimic
 from tests.conftest import REPO_ROOT, assert_one_screen
 from envs import robomimic
 
 ENV_NAME = 'lift-mh-low_dim'
 BC_STEPS, OFFLINE_STEPS, ONLINE_STEPS = 10, 20, 310
+NUM_DEMOS = 2
 EPISODE_STEPS = robomimic.MAX_EPISODE_STEPS['lift']  # 300: a policy that never succeeds ends its first episode there
 
 
@@ -41,9 +42,8 @@ def test_offline_then_online_on_lift(tmp_path):
         pytest.importorskip(module, reason=f'Robomimic runs need {module}: '
                             'pip install --no-deps -r requirements-robomimic.txt')
     dataset_dir = tmp_path / 'robomimic'
-    path = robomimic.dataset_path(ENV_NAME, str(dataset_dir))  # the default layout under --dataset_dir
-    os.makedirs(os.path.dirname(path))
-    robomimic_fixtures.write_lift_dataset(path)
+    # Written where main.py's --dataset_dir looks, as robomimic's download script lays the files out.
+    generate_robomimic.generate('lift', NUM_DEMOS, str(dataset_dir), dataset_type='mh', verbose=False)
     save_dir = tmp_path / 'runs'
     # The online phase acts in Lift and fills the replay buffer but starts no updates: compiling the online training
     # program would double the test's time, and it is the same program as on OGBench (tests/test_main.py). Evaluations
