@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 
 import main
-from agents.fql import get_config as fql_config
 from core.errors import Preempted
 from runner.acting import OnlineCollector
 from runner.checkpoints import Checkpointer
 from runner.layout import CHECKPOINT_DIR
 from runner.signals import StopSignals
 from tests.conftest import TINY_ENV, assert_same_logs
+from tests.test_multi_seed import tiny_fql
 
-TINY = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), num_qs=2, batch_size=8, flow_steps=3)
 OFFLINE_STEPS = 20
-
-
-def tiny_fql():
-    config = fql_config()
-    config.update(TINY)
-    return config
 
 
 def flag_values(data_dir, save_dir, **changes):
