@@ -13,6 +13,7 @@ import ml_collections
 import optax
 
 from core.errors import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Choice, LayerSizes, Range
+from core.flow import euler_ode_sample
 from core.critic import chunk_td_target, critic_info, ensemble_regression_loss, pessimistic_ensemble_value
 from core.flax_utils import ModuleDict, TrainState, nonpytree_field
 from core.distributions import auto_temperature_loss, tanh_gaussian_sample
@@ -166,6 +167,12 @@ class Agent(flax.struct.PyTreeNode):
     def next_actions(self, next_observations, rng):
         """The critic target's a' at s': the agent's own sampler (ReBRAC: its target actor's)."""
         return self.sample_actions(next_observations, rng)
+
+    def bc_flow_actions(self, observations, rng):
+        """Chunks of the 'flow' module: its ODE (Euler, `flow_steps`) from Gaussian noise drawn with `rng`."""
+        noises = jax.random.normal(rng, (*observations.shape[:-1], self.config['chunk_dim']))
+        flow = lambda x, t: self.network.select('flow')(observations, x, t)  # noqa: E731
+        return euler_ode_sample(flow, noises, self.config['flow_steps'])
 
     def total_loss(self, batch, grad_params, rng):
         """critic_loss + actor_loss, metrics prefixed `critic/` and `actor/`; agents with other terms override it."""

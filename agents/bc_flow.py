@@ -8,7 +8,7 @@ import jax
 import ml_collections
 
 from agents.base import Agent, flow_network, prefixed
-from core.flow import euler_ode_sample, flow_matching_loss
+from core.flow import flow_matching_loss
 
 
 class BCFlowAgent(Agent):
@@ -21,9 +21,7 @@ class BCFlowAgent(Agent):
 
     @jax.jit
     def sample_actions(self, observations, rng):
-        noises = jax.random.normal(rng, (*observations.shape[:-1], self.config['chunk_dim']))
-        flow = lambda x, t: self.network.select('flow')(observations, x, t)  # noqa: E731
-        return euler_ode_sample(flow, noises, self.config['flow_steps'])
+        return self.bc_flow_actions(observations, rng)
 
     @classmethod
     def modules(cls, config, observations, actions):

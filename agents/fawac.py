@@ -12,7 +12,7 @@ import ml_collections
 from agents.base import CONFIG_RANGES as SHARED_RANGES
 from agents.base import Agent, critic_network, flow_network
 from core.errors import POSITIVE
-from core.flow import euler_ode_sample, flow_matching_loss
+from core.flow import flow_matching_loss
 from core.networks import Value
 
 
@@ -40,9 +40,7 @@ class FAWACAgent(Agent):
 
     @jax.jit
     def sample_actions(self, observations, rng):
-        noises = jax.random.normal(rng, (*observations.shape[:-1], self.config['chunk_dim']))
-        flow = lambda x, t: self.network.select('flow')(observations, x, t)  # noqa: E731
-        return euler_ode_sample(flow, noises, self.config['flow_steps'])
+        return self.bc_flow_actions(observations, rng)
 
     @classmethod
     def modules(cls, config, observations, actions):

@@ -32,9 +32,7 @@ class FBRACAgent(Agent):
 
     @jax.jit
     def sample_actions(self, observations, rng):
-        noises = jax.random.normal(rng, (*observations.shape[:-1], self.config['chunk_dim']))
-        flow = lambda x, t: self.network.select('flow')(observations, x, t)  # noqa: E731
-        return euler_ode_sample(flow, noises, self.config['flow_steps'])
+        return self.bc_flow_actions(observations, rng)
 
     @classmethod
     def modules(cls, config, observations, actions):

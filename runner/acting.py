@@ -121,9 +121,9 @@ class SeedActing:
 
 
 class OnlineCollector:
-    """The online phase's environments, one per seed (pool environment k plays seed k): `step` plays one
-    action in every environment and returns the transitions for the replay buffers and, per seed, the
-    summary row of an episode that ended (the next episode's reset follows at once).
+    """The online phase's environments, one per seed (pool environment k plays seed k): `start_step` plays one
+    action in every environment and `finish_step` returns the transitions for the replay buffers and, per seed,
+    the summary row of an episode that ended (the next episode's reset follows at once).
 
     `start` puts every environment where the run stands: the current episode's reset, then the actions of
     that episode already in the replay buffer, replayed (the simulation is deterministic), so a run resumed
@@ -151,7 +151,7 @@ class OnlineCollector:
         for index in range(start, len(transitions['actions'])):
             result = self.pool.step({self.envs[k]: transitions['actions'][index]})[self.envs[k]]
             self.observations[k] = result.observation
-        self.returns[k] = sum(map(float, transitions['rewards'][start:]), 0.0)  # as `step` adds them up
+        self.returns[k] = sum(map(float, transitions['rewards'][start:]), 0.0)  # as `finish_step` adds them up
         if start < len(transitions['actions']) and not np.array_equal(
                 np.asarray(self.observations[k], np.float32), transitions['next_observations'][-1]):
             raise RunError(f'Resuming seed {self.seeds[k]} in the middle of an episode: replaying its actions did not '
@@ -162,13 +162,8 @@ class OnlineCollector:
 
     @staticmethod
     def draws_chunks(acting: Sequence[SeedActing]) -> bool:
-        """Whether the next `step` draws new chunks: some seed has no action left of its current chunk."""
+        """Whether the next `start_step` draws new chunks: some seed has no action left of its current chunk."""
         return any(not seed.queue for seed in acting)
-
-    def step(self, agents, act_keys, step: int, acting: Sequence[SeedActing], random_actions: bool):
-        """Plays step `step` in every environment: `start_step`, then `finish_step`."""
-        self.start_step(agents, act_keys, step, acting, random_actions)
-        return self.finish_step(acting)
 
     def start_step(self, agents, act_keys, step: int, acting: Sequence[SeedActing], random_actions: bool):
         """Starts step `step` in every environment. A seed whose chunk is used up draws the next one with
